@@ -1,0 +1,441 @@
+//! Configuration: the embedded `config/default.toml`, then an optional file, then environment
+//! variables `CASEWATCH__SECTION__KEY`. Loading takes the environment as an argument, so it is
+//! a pure, testable function; secrets are wrapped so they never print.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::core::calendar::{CentreDays, HolidayTable, WorkCalendar, DAY};
+use crate::core::engine::Calendars;
+use crate::core::rules::{AnomalyKind, Level, Rules};
+
+/// The embedded defaults.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// A string that never appears in logs or printed config.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// A secret with this value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The value, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// True when no secret is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.0.is_empty() { "" } else { "***" })
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub engine: EngineConfig,
+    pub calendar: CalendarConfig,
+    pub kafka: KafkaConfig,
+    pub clickhouse: ClickhouseConfig,
+    pub pipeline: PipelineConfig,
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub centers: Vec<CenterConfig>,
+    #[serde(default)]
+    pub windows: Vec<WindowConfig>,
+}
+
+/// `[engine]`: clock and rule thresholds.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    pub clock: ClockMode,
+    pub grace_period_secs: i64,
+    pub early_margin_days: i64,
+    pub closed_case_retention_days: i64,
+    pub levels: HashMap<String, String>,
+}
+
+/// Where engine time comes from.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ClockMode {
+    Wall,
+    Event,
+}
+
+/// `[calendar]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalendarConfig {
+    pub holidays_dir: String,
+    pub default_timezone: String,
+}
+
+/// `[kafka]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    pub topic: String,
+    pub dead_letter_topic: String,
+    pub group_id: String,
+    #[serde(default)]
+    pub client: HashMap<String, String>,
+}
+
+/// `[clickhouse]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickhouseConfig {
+    pub url: String,
+    pub database: String,
+    pub user: String,
+    pub password: Secret,
+}
+
+/// `[pipeline]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    pub batch_events: usize,
+    pub batch_millis: u64,
+    pub tick_millis: u64,
+    pub drain_timeout_secs: u64,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: String,
+}
+
+/// `[[centers]]`: a service centre's timezone and own days.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CenterConfig {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub timezone: Option<String>,
+    #[serde(default)]
+    pub closed_days: Vec<NaiveDate>,
+    #[serde(default)]
+    pub working_days: Vec<NaiveDate>,
+}
+
+/// `[[windows]]`: a service window's display name and department.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowConfig {
+    pub id: String,
+    #[serde(default)]
+    pub center: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub department: String,
+}
+
+/// Why configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    #[error("cannot read holiday data {path}: {message}")]
+    Holidays { path: PathBuf, message: String },
+}
+
+/// Holiday files shipped in the binary (holiday-cn, MIT; see config/holidays/LICENSE).
+pub const EMBEDDED_HOLIDAYS: [&[u8]; 20] = [
+    include_bytes!("../config/holidays/2007.json"),
+    include_bytes!("../config/holidays/2008.json"),
+    include_bytes!("../config/holidays/2009.json"),
+    include_bytes!("../config/holidays/2010.json"),
+    include_bytes!("../config/holidays/2011.json"),
+    include_bytes!("../config/holidays/2012.json"),
+    include_bytes!("../config/holidays/2013.json"),
+    include_bytes!("../config/holidays/2014.json"),
+    include_bytes!("../config/holidays/2015.json"),
+    include_bytes!("../config/holidays/2016.json"),
+    include_bytes!("../config/holidays/2017.json"),
+    include_bytes!("../config/holidays/2018.json"),
+    include_bytes!("../config/holidays/2019.json"),
+    include_bytes!("../config/holidays/2020.json"),
+    include_bytes!("../config/holidays/2021.json"),
+    include_bytes!("../config/holidays/2022.json"),
+    include_bytes!("../config/holidays/2023.json"),
+    include_bytes!("../config/holidays/2024.json"),
+    include_bytes!("../config/holidays/2025.json"),
+    include_bytes!("../config/holidays/2026.json"),
+];
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then `env` entries named `CASEWATCH__…`.
+    pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        let env: HashMap<String, String> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("CASEWATCH__"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("CASEWATCH")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        let cfg: Config = builder.build()?.try_deserialize()?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Loads with the process environment.
+    pub fn load_from_process(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load(file, &std::env::vars().collect())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.rules()?;
+        parse_tz(&self.calendar.default_timezone)?;
+        for c in &self.centers {
+            if let Some(tz) = &c.timezone {
+                parse_tz(tz)?;
+            }
+        }
+        if self.engine.grace_period_secs < 0 || self.engine.early_margin_days < 0 {
+            return Err(ConfigError::Invalid(
+                "engine thresholds must not be negative".into(),
+            ));
+        }
+        if self.pipeline.batch_events == 0 {
+            return Err(ConfigError::Invalid(
+                "pipeline.batch_events must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The rules of `[engine]`.
+    pub fn rules(&self) -> Result<Rules, ConfigError> {
+        let mut rules = Rules {
+            grace_period_secs: self.engine.grace_period_secs,
+            early_margin_secs: self.engine.early_margin_days * DAY,
+            ..Rules::default()
+        };
+        for (kind, level) in &self.engine.levels {
+            let k = AnomalyKind::parse(kind).ok_or_else(|| {
+                ConfigError::Invalid(format!("engine.levels: unknown anomaly kind {kind:?}"))
+            })?;
+            let l = Level::parse(level).ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "engine.levels.{kind}: level must be warning, yellow or red, not {level:?}"
+                ))
+            })?;
+            rules.levels[k as usize] = l;
+        }
+        Ok(rules)
+    }
+
+    /// The holiday table: the configured directory, or the embedded data.
+    pub fn holidays(&self) -> Result<HolidayTable, ConfigError> {
+        if self.calendar.holidays_dir.is_empty() {
+            let mut table = HolidayTable::new();
+            for bytes in EMBEDDED_HOLIDAYS {
+                table.merge_json(bytes).map_err(|e| ConfigError::Holidays {
+                    path: "embedded".into(),
+                    message: e.to_string(),
+                })?;
+            }
+            return Ok(table);
+        }
+        load_holiday_dir(Path::new(&self.calendar.holidays_dir))
+    }
+
+    /// The calendars of the configured centres plus the default.
+    pub fn calendars(&self) -> Result<Calendars, ConfigError> {
+        let holidays = self.holidays()?;
+        let default_tz = parse_tz(&self.calendar.default_timezone)?;
+        let mut calendars = Calendars::new(Arc::new(WorkCalendar::new(
+            default_tz,
+            &holidays,
+            &CentreDays::default(),
+        )));
+        for c in &self.centers {
+            let tz = c.timezone.as_deref().map_or(Ok(default_tz), parse_tz)?;
+            let days = CentreDays {
+                closed: c.closed_days.clone(),
+                working: c.working_days.clone(),
+            };
+            calendars.by_center.insert(
+                c.id.clone(),
+                Arc::new(WorkCalendar::new(tz, &holidays, &days)),
+            );
+        }
+        Ok(calendars)
+    }
+
+    /// The effective configuration as TOML, secrets masked.
+    pub fn to_masked_toml(&self) -> String {
+        toml::to_string_pretty(self)
+            .unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+
+    /// Display name of a window (its id when not configured).
+    pub fn window_name(&self, id: &str) -> String {
+        self.windows
+            .iter()
+            .find(|w| w.id == id && !w.name.is_empty())
+            .map_or_else(|| id.to_string(), |w| w.name.clone())
+    }
+}
+
+fn parse_tz(name: &str) -> Result<Tz, ConfigError> {
+    name.parse::<Tz>()
+        .map_err(|_| ConfigError::Invalid(format!("unknown timezone {name:?}")))
+}
+
+/// Reads every `*.json` of a directory, in file-name order (later files win for a repeated date).
+pub fn load_holiday_dir(dir: &Path) -> Result<HolidayTable, ConfigError> {
+    let err = |message: String| ConfigError::Holidays {
+        path: dir.to_path_buf(),
+        message,
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| err(e.to_string()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    let mut table = HolidayTable::new();
+    for f in files {
+        let bytes = std::fs::read(&f).map_err(|e| err(format!("{}: {e}", f.display())))?;
+        table
+            .merge_json(&bytes)
+            .map_err(|e| err(format!("{}: {e}", f.display())))?;
+    }
+    Ok(table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_load_and_match_the_spec() {
+        let cfg = Config::load(None, &env(&[])).unwrap();
+        assert_eq!(cfg.rules().unwrap(), Rules::default());
+        assert_eq!(cfg.clickhouse.database, "casewatch");
+        assert_eq!(cfg.engine.clock, ClockMode::Wall);
+    }
+
+    #[test]
+    fn environment_overrides_file_and_secrets_are_masked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("local.toml");
+        std::fs::write(&path, "[clickhouse]\ndatabase = \"from_file\"\nuser = \"u\"\n[engine.levels]\noverdue = \"red\"\n").unwrap();
+        let cfg = Config::load(
+            Some(&path),
+            &env(&[
+                ("CASEWATCH__CLICKHOUSE__DATABASE", "from_env"),
+                ("CASEWATCH__CLICKHOUSE__PASSWORD", "hunter2"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(cfg.clickhouse.database, "from_env");
+        assert_eq!(cfg.clickhouse.user, "u");
+        assert_eq!(cfg.clickhouse.password.expose(), "hunter2");
+        assert_eq!(cfg.rules().unwrap().level(AnomalyKind::Overdue), Level::Red);
+        let printed = cfg.to_masked_toml();
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("***"));
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn invalid_values_give_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[engine.levels]\noverdue = \"purple\"\n").unwrap();
+        let e = Config::load(Some(&path), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("engine.levels.overdue"), "{e}");
+        std::fs::write(
+            &path,
+            "[[centers]]\nid = \"C\"\ntimezone = \"Mars/Olympus\"\n",
+        )
+        .unwrap();
+        let e = Config::load(Some(&path), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Mars/Olympus"), "{e}");
+        std::fs::write(&path, "[kafka]\nbrokerz = \"x\"\n").unwrap();
+        assert!(Config::load(Some(&path), &env(&[])).is_err());
+        assert!(Config::load(Some(&dir.path().join("missing.toml")), &env(&[])).is_err());
+    }
+
+    #[test]
+    fn centre_closures_reach_the_calendar() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[[centers]]\nid = \"C9\"\nclosed_days = [2018-10-16]\n",
+        )
+        .unwrap();
+        let cfg = Config::load(Some(&path), &env(&[])).unwrap();
+        let cals = cfg.calendars().unwrap();
+        let d = NaiveDate::from_ymd_opt(2018, 10, 16).unwrap();
+        assert!(!cals.get("C9").is_working_date(d));
+        assert!(cals.get("other").is_working_date(d));
+        assert!(!cals
+            .get("other")
+            .is_working_date(NaiveDate::from_ymd_opt(2018, 10, 1).unwrap()));
+    }
+}

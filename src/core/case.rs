@@ -1,0 +1,684 @@
+//! One case: its state, built from its events in log order, and its facts at engine time T.
+//!
+//! `CaseState::apply` folds an event into a compact state (no event is kept verbatim);
+//! `CaseState::facts` is a pure function of that state, the centre's calendar, the rules and T.
+//! Because facts are recomputed from state rather than patched, a late event corrects or
+//! revokes whatever it disproves (SPEC §2 "Facts are event-time facts").
+
+use super::calendar::{DayUnit, Instant, WorkCalendar, DAY};
+use super::event::{CaseEvent, EventBody, ItemKind, Outcome, PauseReason, Source};
+use super::rules::{thresholds, AnomalyKind, Level, Rules};
+
+/// An interned string (centre, window, department, item code or name); 0 is "none".
+pub type Sym = u32;
+
+/// An optional instant stored in 8 bytes (`i64::MIN` is "none").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct At(i64);
+
+impl At {
+    /// No instant.
+    pub const NONE: At = At(i64::MIN);
+
+    /// Some instant.
+    pub fn some(t: Instant) -> Self {
+        At(t)
+    }
+
+    /// As an `Option`.
+    pub fn get(self) -> Option<Instant> {
+        (self.0 != i64::MIN).then_some(self.0)
+    }
+
+    /// Keeps the earlier of the two.
+    fn min_with(&mut self, t: Instant) {
+        if self.0 == i64::MIN || t < self.0 {
+            self.0 = t;
+        }
+    }
+
+    /// Sets it when it is still none.
+    fn set_first(&mut self, t: Instant) {
+        if self.0 == i64::MIN {
+            self.0 = t;
+        }
+    }
+}
+
+impl Default for At {
+    fn default() -> Self {
+        At::NONE
+    }
+}
+
+/// The authoritative acceptance (first `accepted` in log order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acceptance {
+    pub at: Instant,
+    pub center: Sym,
+    pub window: Sym,
+    pub department: Sym,
+    pub item_code: Sym,
+    pub item_name: Sym,
+    pub kind: ItemKind,
+    pub promised_days: u16,
+    pub legal_days: Option<u32>,
+    pub day_unit: DayUnit,
+}
+
+/// How a case ended (its first terminal event in log order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndKind {
+    Completed { outcome: Outcome, on_site: bool },
+    NotAccepted,
+    Withdrawn,
+}
+
+/// The end of a case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct End {
+    pub kind: EndKind,
+    pub at: Instant,
+}
+
+/// One pause, paired in log order (at most one open per reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pause {
+    pub reason: PauseReason,
+    pub start: Instant,
+    /// The resume instant (never before `start`); none while open.
+    pub end: At,
+    /// `approved_days` of a special procedure.
+    pub approved_days: Option<u32>,
+}
+
+/// The case's evaluation: its last non-default `evaluated`, else its last default one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rating {
+    pub value: u8,
+    pub is_default: bool,
+    pub at: Instant,
+}
+
+/// Attributes first seen on any event (used when there is no acceptance).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SeenAttrs {
+    pub center: Sym,
+    pub window: Sym,
+    pub department: Sym,
+    pub item_code: Sym,
+}
+
+/// Interned attributes of one event, prepared by the engine.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EventSyms {
+    pub center: Sym,
+    pub window: Sym,
+    pub department: Sym,
+    pub item_code: Sym,
+    pub item_name: Sym,
+}
+
+/// Everything casewatch remembers of a case.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CaseState {
+    pub seen: SeenAttrs,
+    pub acceptance: Option<Acceptance>,
+    pub submitted_at: At,
+    /// occurred_at of the second `accepted` (double acceptance).
+    pub second_acceptance_at: At,
+    /// Some `accepted` came from the hall or the online portal.
+    pub acceptance_in_loop: bool,
+    /// Earliest `completed`/`step` occurred_at (out-of-loop evidence).
+    pub first_handling_at: At,
+    /// Earliest occurred_at among `accepted`, `not_accepted`, `withdrawn`, `completed`.
+    pub intake_end: At,
+    pub end: Option<End>,
+    pub pauses: Vec<Pause>,
+    pub extension_days: u32,
+    pub backfilled_at: At,
+    pub overcharge_at: At,
+    pub rating: Option<Rating>,
+    /// Hashes of applied event ids (duplicate detection).
+    pub event_ids: Vec<u64>,
+}
+
+/// A case's status (SPEC Appendix A).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    Submitted,
+    Accepted,
+    Paused,
+    Completed,
+    NotAccepted,
+    Withdrawn,
+    Unaccepted,
+}
+
+impl Status {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Submitted => "submitted",
+            Status::Accepted => "accepted",
+            Status::Paused => "paused",
+            Status::Completed => "completed",
+            Status::NotAccepted => "not_accepted",
+            Status::Withdrawn => "withdrawn",
+            Status::Unaccepted => "unaccepted",
+        }
+    }
+}
+
+/// The facts of a case at engine time T: what `cases` holds plus its anomalies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Facts {
+    pub status: Status,
+    pub center: Sym,
+    pub window: Sym,
+    pub department: Sym,
+    pub item_code: Sym,
+    pub item_kind: Option<ItemKind>,
+    pub submitted_at: Option<Instant>,
+    pub accepted_at: Option<Instant>,
+    pub promised_deadline: Option<Instant>,
+    pub legal_deadline: Option<Instant>,
+    /// Completion instant (completed cases only).
+    pub completed_at: Option<Instant>,
+    pub outcome: Option<Outcome>,
+    /// End instant of any terminal event.
+    pub ended_at: Option<Instant>,
+    pub on_time: bool,
+    pub early: bool,
+    pub on_site: bool,
+    pub handling_seconds: Option<i64>,
+    /// Promised time of a completed case with an acceptance of a promised item.
+    pub promised_seconds: Option<i64>,
+    /// Promised time left at T (open) or at the end; negative when late.
+    pub remaining_seconds: Option<i64>,
+    pub rating: Option<Rating>,
+    /// detected_at of each anomaly kind that holds, index = `kind as usize`.
+    pub anomalies: [Option<Instant>; 9],
+    /// The next instant I > T such that the facts change once T passes I.
+    pub next_change: Option<Instant>,
+}
+
+impl Facts {
+    /// Whether the `overdue` anomaly holds.
+    pub fn overdue(&self) -> bool {
+        self.anomalies[AnomalyKind::Overdue as usize].is_some()
+    }
+
+    /// The highest level among holding anomalies.
+    pub fn alert_level(&self, rules: &Rules) -> Option<Level> {
+        AnomalyKind::ALL
+            .iter()
+            .filter(|k| self.anomalies[**k as usize].is_some())
+            .map(|k| rules.level(*k))
+            .max()
+    }
+
+    /// Whether the case has ended.
+    pub fn is_ended(&self) -> bool {
+        self.ended_at.is_some()
+    }
+}
+
+/// What applying an event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The event changed the state.
+    Applied,
+    /// Its event id was seen before in this case: no effect.
+    Duplicate,
+}
+
+/// A stable 64-bit FNV-1a hash (duplicate detection and alert ids).
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+impl CaseState {
+    /// Folds one validated event into the state, in log order.
+    pub fn apply(&mut self, event: &CaseEvent, syms: EventSyms) -> Applied {
+        let id = stable_hash(event.event_id.as_bytes());
+        if self.event_ids.contains(&id) {
+            return Applied::Duplicate;
+        }
+        self.event_ids.push(id);
+        let t = event.occurred_at;
+
+        if self.seen.center == 0 {
+            self.seen.center = syms.center;
+        }
+        if self.seen.window == 0 {
+            self.seen.window = syms.window;
+        }
+        if self.seen.department == 0 {
+            self.seen.department = syms.department;
+        }
+        if self.seen.item_code == 0 {
+            self.seen.item_code = syms.item_code;
+        }
+
+        match &event.body {
+            EventBody::Submitted { .. } => self.submitted_at.set_first(t),
+            EventBody::Accepted { item, .. } => {
+                if matches!(event.source, Source::Hall | Source::Online) {
+                    self.acceptance_in_loop = true;
+                }
+                self.intake_end.min_with(t);
+                if self.acceptance.is_none() {
+                    self.acceptance = Some(Acceptance {
+                        at: t,
+                        center: syms.center,
+                        window: syms.window,
+                        department: syms.department,
+                        item_code: syms.item_code,
+                        item_name: syms.item_name,
+                        kind: item.kind,
+                        promised_days: item.promised_days.unwrap_or(0).clamp(0, 3650) as u16,
+                        legal_days: item
+                            .legal_days
+                            .map(|d| d.clamp(0, i64::from(u32::MAX)) as u32),
+                        day_unit: item.day_unit,
+                    });
+                } else {
+                    self.second_acceptance_at.set_first(t);
+                }
+                self.check_backfill(event);
+            }
+            EventBody::NotAccepted { .. } => self.end_with(EndKind::NotAccepted, t),
+            EventBody::Withdrawn { .. } => self.end_with(EndKind::Withdrawn, t),
+            EventBody::Completed { outcome, on_site } => {
+                self.first_handling_at.min_with(t);
+                self.end_with(
+                    EndKind::Completed {
+                        outcome: *outcome,
+                        on_site: *on_site,
+                    },
+                    t,
+                );
+                self.check_backfill(event);
+            }
+            EventBody::Step { .. } => self.first_handling_at.min_with(t),
+            EventBody::Paused {
+                reason,
+                approved_days,
+            } => {
+                if !self
+                    .pauses
+                    .iter()
+                    .any(|p| p.reason == *reason && p.end.get().is_none())
+                {
+                    self.pauses.push(Pause {
+                        reason: *reason,
+                        start: t,
+                        end: At::NONE,
+                        approved_days: approved_days
+                            .map(|d| d.clamp(0, i64::from(u32::MAX)) as u32),
+                    });
+                }
+            }
+            EventBody::Resumed { reason } => {
+                if let Some(p) = self
+                    .pauses
+                    .iter_mut()
+                    .find(|p| p.reason == *reason && p.end.get().is_none())
+                {
+                    p.end = At::some(t.max(p.start));
+                }
+            }
+            EventBody::Extended { extra_days } => {
+                self.extension_days = self.extension_days.saturating_add(*extra_days as u32);
+            }
+            EventBody::FeeCharged {
+                amount_cents,
+                standard_cents,
+            } => {
+                if standard_cents.is_some_and(|s| *amount_cents > s) {
+                    self.overcharge_at.set_first(t);
+                }
+            }
+            EventBody::Evaluated {
+                rating, is_default, ..
+            } => {
+                let keep_old = matches!(self.rating, Some(r) if !r.is_default) && *is_default;
+                if !keep_old {
+                    self.rating = Some(Rating {
+                        value: *rating,
+                        is_default: *is_default,
+                        at: t,
+                    });
+                }
+            }
+        }
+        Applied::Applied
+    }
+
+    fn end_with(&mut self, kind: EndKind, t: Instant) {
+        self.intake_end.min_with(t);
+        if self.end.is_none() {
+            self.end = Some(End { kind, at: t });
+        }
+    }
+
+    /// `backfilled`: a late record, or a promised case completed within 10 minutes of acceptance.
+    /// The triggering event is the one whose application first makes it hold.
+    fn check_backfill(&mut self, event: &CaseEvent) {
+        if self.backfilled_at.get().is_some() {
+            return;
+        }
+        let late_record = event.recorded_at - event.occurred_at > thresholds::BACKFILL_RECORD_LAG;
+        let too_fast = match (self.acceptance, self.end) {
+            (
+                Some(a),
+                Some(End {
+                    kind: EndKind::Completed { .. },
+                    at,
+                }),
+            ) => a.kind == ItemKind::Promised && at - a.at < thresholds::BACKFILL_MIN_ELAPSED,
+            _ => false,
+        };
+        if late_record || too_fast {
+            self.backfilled_at = At::some(event.occurred_at);
+        }
+    }
+
+    /// Whether a pause is open now (in log order).
+    pub fn pause_open(&self) -> bool {
+        self.pauses.iter().any(|p| p.end.get().is_none())
+    }
+
+    /// The case's status (SPEC Appendix A).
+    pub fn status(&self) -> Status {
+        match (self.end, self.acceptance) {
+            (
+                Some(End {
+                    kind: EndKind::Completed { .. },
+                    ..
+                }),
+                _,
+            ) => Status::Completed,
+            (
+                Some(End {
+                    kind: EndKind::NotAccepted,
+                    ..
+                }),
+                _,
+            ) => Status::NotAccepted,
+            (
+                Some(End {
+                    kind: EndKind::Withdrawn,
+                    ..
+                }),
+                _,
+            ) => Status::Withdrawn,
+            (None, Some(_)) if self.pause_open() => Status::Paused,
+            (None, Some(_)) => Status::Accepted,
+            (None, None) if self.submitted_at.get().is_some() => Status::Submitted,
+            (None, None) => Status::Unaccepted,
+        }
+    }
+
+    /// The facts of the case at engine time `now`.
+    pub fn facts(&self, cal: &WorkCalendar, rules: &Rules, now: Instant) -> Facts {
+        let mut next = NextChange(None);
+        let mut anomalies = [None; 9];
+        let end_at = self.end.map(|e| e.at);
+        let completed = match self.end {
+            Some(End {
+                kind: EndKind::Completed { outcome, on_site },
+                at,
+            }) => Some((outcome, on_site, at)),
+            _ => None,
+        };
+
+        let (center, window, department, item_code) = match self.acceptance {
+            Some(a) => (
+                a.center,
+                a.window,
+                if a.department != 0 {
+                    a.department
+                } else {
+                    self.seen.department
+                },
+                a.item_code,
+            ),
+            None => (
+                self.seen.center,
+                self.seen.window,
+                self.seen.department,
+                self.seen.item_code,
+            ),
+        };
+
+        let mut facts = Facts {
+            status: self.status(),
+            center,
+            window,
+            department,
+            item_code,
+            item_kind: self.acceptance.map(|a| a.kind),
+            submitted_at: self.submitted_at.get(),
+            accepted_at: self.acceptance.map(|a| a.at),
+            promised_deadline: None,
+            legal_deadline: None,
+            completed_at: completed.map(|c| c.2),
+            outcome: completed.map(|c| c.0),
+            ended_at: end_at,
+            on_time: false,
+            early: false,
+            on_site: false,
+            handling_seconds: None,
+            promised_seconds: None,
+            remaining_seconds: None,
+            rating: self.rating,
+            anomalies: [None; 9],
+            next_change: None,
+        };
+
+        if let Some(acc) = self.acceptance {
+            let clock = RunningClock::new(cal, acc, &self.pauses, end_at);
+            if acc.kind == ItemKind::Promised {
+                let promised =
+                    (i64::from(acc.promised_days) + i64::from(self.extension_days)) * DAY;
+                let deadline = clock.reach(promised);
+                facts.promised_deadline = deadline;
+                facts.legal_deadline = acc.legal_days.and_then(|l| {
+                    clock.reach((i64::from(l) + i64::from(self.extension_days)) * DAY)
+                });
+                let legal_target = match acc.legal_days {
+                    Some(l) => (i64::from(l) + i64::from(self.extension_days)) * DAY,
+                    None => promised + thresholds::LEGAL_FALLBACK,
+                };
+                let legal_instant = if acc.legal_days.is_some() {
+                    facts.legal_deadline
+                } else {
+                    clock.reach(legal_target)
+                };
+                let warning_instant =
+                    clock.reach(promised - thresholds::WARNING_LEAD.min(promised / 2));
+                let compared = end_at.unwrap_or(now);
+                for (kind, instant) in [
+                    (AnomalyKind::DeadlineWarning, warning_instant),
+                    (AnomalyKind::Overdue, deadline),
+                    (AnomalyKind::LegalOverdue, legal_instant),
+                ] {
+                    if let Some(i) = instant {
+                        if compared > i {
+                            anomalies[kind as usize] = Some(i);
+                        } else if end_at.is_none() {
+                            next.offer(i);
+                        }
+                    }
+                }
+                let at = end_at.unwrap_or(now);
+                facts.remaining_seconds = Some(promised - clock.running(at));
+                if let Some((_, _, c)) = completed {
+                    let running = clock.running(c);
+                    facts.on_time = deadline.is_some_and(|d| c <= d);
+                    facts.early = promised - running >= rules.early_margin_secs;
+                    facts.promised_seconds = Some(promised);
+                }
+            } else if completed.is_some() {
+                facts.on_time = true;
+            }
+            if let Some((_, on_site, c)) = completed {
+                facts.handling_seconds = Some(clock.running(c));
+                facts.on_site = on_site
+                    || (acc.kind == ItemKind::Instant && cal.local_day(c) == cal.local_day(acc.at));
+            }
+        }
+
+        // out_of_loop: handled without any in-loop acceptance, beyond the grace period.
+        if let Some(first) = self.first_handling_at.get() {
+            if !self.acceptance_in_loop {
+                let i = first.saturating_add(rules.grace_period_secs);
+                if now > i {
+                    anomalies[AnomalyKind::OutOfLoop as usize] = Some(i);
+                } else {
+                    next.offer(i);
+                }
+            }
+        }
+        anomalies[AnomalyKind::DoubleAcceptance as usize] = self.second_acceptance_at.get();
+        anomalies[AnomalyKind::Backfilled as usize] = self.backfilled_at.get();
+        anomalies[AnomalyKind::Overcharge as usize] = self.overcharge_at.get();
+
+        // late_acceptance: intake not ended within 5 working days of submission.
+        if let Some(s) = self.submitted_at.get() {
+            let limit = cal.add_working(s, thresholds::LATE_ACCEPTANCE, DayUnit::Working);
+            match self.intake_end.get() {
+                Some(e) if e > limit => {
+                    anomalies[AnomalyKind::LateAcceptance as usize] = Some(limit)
+                }
+                Some(_) => {}
+                None if now > limit => {
+                    anomalies[AnomalyKind::LateAcceptance as usize] = Some(limit)
+                }
+                None => next.offer(limit),
+            }
+        }
+
+        // special_procedure_overrun: a special-procedure pause longer than its approved days.
+        let mut overrun: Option<Instant> = None;
+        for p in &self.pauses {
+            let (PauseReason::SpecialProcedure, Some(days)) = (p.reason, p.approved_days) else {
+                continue;
+            };
+            let limit = cal.add_working(p.start, i64::from(days) * DAY, DayUnit::Working);
+            let pause_end = match (p.end.get(), end_at) {
+                (Some(e), Some(x)) => Some(e.min(x)),
+                (Some(e), None) => Some(e),
+                (None, Some(x)) => Some(x),
+                (None, None) => None,
+            };
+            match pause_end {
+                Some(e) if e > limit => overrun = Some(overrun.map_or(limit, |o| o.min(limit))),
+                Some(_) => {}
+                None if now > limit => overrun = Some(overrun.map_or(limit, |o| o.min(limit))),
+                None => next.offer(limit),
+            }
+        }
+        anomalies[AnomalyKind::SpecialProcedureOverrun as usize] = overrun;
+
+        facts.anomalies = anomalies;
+        facts.next_change = next.0;
+        facts
+    }
+}
+
+/// The earliest future instant at which some time rule flips.
+struct NextChange(Option<Instant>);
+
+impl NextChange {
+    fn offer(&mut self, i: Instant) {
+        self.0 = Some(self.0.map_or(i, |n| n.min(i)));
+    }
+}
+
+/// Running time of a case: working time since acceptance minus the union of its pauses.
+struct RunningClock<'a> {
+    cal: &'a WorkCalendar,
+    start: Instant,
+    unit: DayUnit,
+    /// Merged pause intervals, sorted, clipped to `[start, end]`; `i64::MAX` ends an open one.
+    stops: Vec<(Instant, Instant)>,
+}
+
+const OPEN: Instant = i64::MAX;
+
+impl<'a> RunningClock<'a> {
+    fn new(cal: &'a WorkCalendar, acc: Acceptance, pauses: &[Pause], end: Option<Instant>) -> Self {
+        let mut stops: Vec<(Instant, Instant)> = Vec::new();
+        if !pauses.is_empty() {
+            let cap = end.unwrap_or(OPEN);
+            for p in pauses {
+                let s = p.start.max(acc.at).min(cap);
+                let e = p.end.get().unwrap_or(OPEN).min(cap);
+                if e > s {
+                    stops.push((s, e));
+                }
+            }
+            stops.sort_unstable();
+            let mut merged: Vec<(Instant, Instant)> = Vec::with_capacity(stops.len());
+            for (s, e) in stops {
+                match merged.last_mut() {
+                    Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                    _ => merged.push((s, e)),
+                }
+            }
+            stops = merged;
+        }
+        Self {
+            cal,
+            start: acc.at,
+            unit: acc.day_unit,
+            stops,
+        }
+    }
+
+    /// Running time at `t`.
+    fn running(&self, t: Instant) -> i64 {
+        let mut total = 0;
+        let mut cursor = self.start;
+        for &(s, e) in &self.stops {
+            if s >= t {
+                break;
+            }
+            total += self.cal.working_seconds(cursor, s, self.unit);
+            cursor = e;
+            if cursor >= t {
+                return total;
+            }
+        }
+        total + self.cal.working_seconds(cursor, t, self.unit)
+    }
+
+    /// The earliest instant at which running time reaches `target`; none while an open pause
+    /// holds the clock before it got there.
+    fn reach(&self, target: i64) -> Option<Instant> {
+        let mut cursor = self.start;
+        let mut left = target;
+        for &(s, e) in &self.stops {
+            let available = self.cal.working_seconds(cursor, s, self.unit);
+            if available >= left {
+                let x = self.cal.add_working(cursor, left, self.unit);
+                // Reached exactly when an open pause began: not passed before it, so undefined.
+                return (e != OPEN || x < s).then_some(x);
+            }
+            left -= available;
+            if e == OPEN {
+                return None;
+            }
+            cursor = cursor.max(e);
+        }
+        Some(self.cal.add_working(cursor, left, self.unit))
+    }
+}

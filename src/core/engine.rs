@@ -1,0 +1,650 @@
+//! The case engine: every case of one partition (or one replay), engine time T, a timer index
+//! and the `window_daily` aggregates, maintained incrementally.
+//!
+//! Pure and synchronous: the caller feeds validated events (`apply`) and engine time
+//! (`advance_to`), then drains the resulting changes (`take_changes`). A case's facts are
+//! recomputed from its state before and after each change, and only the difference touches the
+//! aggregates, so `window_daily` always equals the sum of the per-case facts.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::sync::Arc;
+
+use hashbrown::{DefaultHashBuilder, HashTable};
+
+use super::aggregate::{Contribution, Counters, DailyKey};
+use super::calendar::{Instant, WorkCalendar};
+use super::case::{stable_hash, Applied, At, CaseState, EventSyms, Facts, Sym};
+use super::event::{CaseEvent, EventBody};
+use super::rules::{AnomalyKind, Level, Rules};
+
+/// Interns the few distinct strings of centres, windows, departments and items.
+#[derive(Debug, Default, Clone)]
+pub struct Interner {
+    ids: HashMap<Arc<str>, Sym>,
+    names: Vec<Arc<str>>,
+}
+
+impl Interner {
+    /// A new interner where sym 0 is the empty string.
+    pub fn new() -> Self {
+        let mut i = Self::default();
+        i.intern("");
+        i
+    }
+
+    /// The sym of a string, adding it when new.
+    pub fn intern(&mut self, s: &str) -> Sym {
+        if let Some(&id) = self.ids.get(s) {
+            return id;
+        }
+        let id = self.names.len() as Sym;
+        let name: Arc<str> = Arc::from(s);
+        self.names.push(name.clone());
+        self.ids.insert(name, id);
+        id
+    }
+
+    /// The string of a sym.
+    pub fn resolve(&self, sym: Sym) -> &Arc<str> {
+        &self.names[sym as usize]
+    }
+
+    /// The sym of a known string, without adding it.
+    pub fn get(&self, s: &str) -> Option<Sym> {
+        self.ids.get(s).copied()
+    }
+}
+
+/// The calendars of every configured centre, and the default for any other.
+#[derive(Debug, Clone)]
+pub struct Calendars {
+    pub default: Arc<WorkCalendar>,
+    pub by_center: HashMap<String, Arc<WorkCalendar>>,
+}
+
+impl Calendars {
+    /// Only the default calendar.
+    pub fn new(default: Arc<WorkCalendar>) -> Self {
+        Self {
+            default,
+            by_center: HashMap::new(),
+        }
+    }
+
+    /// The calendar of a centre.
+    pub fn get(&self, center: &str) -> &Arc<WorkCalendar> {
+        self.by_center.get(center).unwrap_or(&self.default)
+    }
+}
+
+/// An anomaly that began or stopped holding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnomalyChange {
+    pub case: CaseRef,
+    pub kind: AnomalyKind,
+    pub level: Level,
+    /// The instant the condition became true.
+    pub detected_at: Instant,
+    /// `None` while it holds; engine time of the revocation when a late event disproved it.
+    pub revoked_at: Option<Instant>,
+}
+
+/// Identifies a case slot inside an engine (valid until the case is evicted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CaseRef(pub u32);
+
+/// What `apply` did with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    Applied,
+    Duplicate,
+    /// The case was evicted after its retention; restore it before applying.
+    Evicted,
+}
+
+/// Counters for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub applied: u64,
+    pub duplicates: u64,
+    pub timers_fired: u64,
+}
+
+struct Slot {
+    id: Box<str>,
+    state: CaseState,
+    /// Due instant (rule instant + 1) of the pending timer entry that is current.
+    timer_due: At,
+    /// Applied events (the row's version within this engine).
+    events: u32,
+    dirty: bool,
+    live: bool,
+}
+
+/// The case engine (see the module doc).
+pub struct Engine {
+    rules: Rules,
+    calendars: Calendars,
+    /// Calendar per centre sym, resolved once.
+    calendar_of: Vec<Option<Arc<WorkCalendar>>>,
+    syms: Interner,
+    hasher: DefaultHashBuilder,
+    index: HashTable<u32>,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    evicted: HashSet<u64>,
+    timers: BinaryHeap<Reverse<(Instant, u32)>>,
+    daily: HashMap<DailyKey, (Counters, bool)>,
+    dirty_daily: Vec<DailyKey>,
+    dirty_cases: Vec<u32>,
+    anomaly_changes: Vec<AnomalyChange>,
+    now: Instant,
+    stats: EngineStats,
+}
+
+impl Engine {
+    /// A new engine at engine time `i64::MIN` (nothing applied).
+    pub fn new(rules: Rules, calendars: Calendars) -> Self {
+        Self {
+            rules,
+            calendars,
+            calendar_of: Vec::new(),
+            syms: Interner::new(),
+            hasher: DefaultHashBuilder::default(),
+            index: HashTable::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            evicted: HashSet::new(),
+            timers: BinaryHeap::new(),
+            daily: HashMap::new(),
+            dirty_daily: Vec::new(),
+            dirty_cases: Vec::new(),
+            anomaly_changes: Vec::new(),
+            now: i64::MIN,
+            stats: EngineStats::default(),
+        }
+    }
+
+    /// Engine time T.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    /// Counters for metrics.
+    pub fn stats(&self) -> EngineStats {
+        self.stats
+    }
+
+    /// The interner, to resolve syms of rows.
+    pub fn syms(&self) -> &Interner {
+        &self.syms
+    }
+
+    /// Number of cases held in memory.
+    pub fn case_count(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Number of cases held in memory that have not ended.
+    pub fn open_case_count(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| s.live && s.state.end.is_none())
+            .count()
+    }
+
+    fn hash(&self, id: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(id)
+    }
+
+    fn find(&self, id: &str) -> Option<u32> {
+        let h = self.hash(id);
+        self.index
+            .find(h, |&i| &*self.slots[i as usize].id == id)
+            .copied()
+    }
+
+    fn insert_case(&mut self, id: &str, state: CaseState, events: u32) -> u32 {
+        let slot = Slot {
+            id: id.into(),
+            state,
+            timer_due: At::NONE,
+            events,
+            dirty: false,
+            live: true,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = slot;
+                i
+            }
+            None => {
+                self.slots.push(slot);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let h = self.hash(id);
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.index.insert_unique(h, i, |&j| {
+            use std::hash::BuildHasher;
+            hasher.hash_one(&*slots[j as usize].id)
+        });
+        i
+    }
+
+    fn calendar(&mut self, center: Sym) -> Arc<WorkCalendar> {
+        let i = center as usize;
+        if self.calendar_of.len() <= i {
+            self.calendar_of.resize(i + 1, None);
+        }
+        if let Some(c) = &self.calendar_of[i] {
+            return c.clone();
+        }
+        let c = self.calendars.get(self.syms.resolve(center)).clone();
+        self.calendar_of[i] = Some(c.clone());
+        c
+    }
+
+    fn facts_at(&mut self, i: u32, t: Instant) -> (Facts, Arc<WorkCalendar>) {
+        let center = {
+            let s = &self.slots[i as usize].state;
+            s.acceptance.map_or(s.seen.center, |a| a.center)
+        };
+        let cal = self.calendar(center);
+        (
+            self.slots[i as usize].state.facts(&cal, &self.rules, t),
+            cal,
+        )
+    }
+
+    fn event_syms(&mut self, event: &CaseEvent) -> EventSyms {
+        let mut s = EventSyms {
+            center: self.syms.intern(&event.center_id),
+            window: event
+                .window_id
+                .as_deref()
+                .map_or(0, |w| self.syms.intern(w)),
+            department: event
+                .department
+                .as_deref()
+                .map_or(0, |d| self.syms.intern(d)),
+            ..EventSyms::default()
+        };
+        match &event.body {
+            EventBody::Submitted { item_code, .. } => s.item_code = self.syms.intern(item_code),
+            EventBody::Accepted { item, .. } => {
+                s.item_code = self.syms.intern(&item.code);
+                s.item_name = item.name.as_deref().map_or(0, |n| self.syms.intern(n));
+            }
+            _ => {}
+        }
+        s
+    }
+
+    /// Applies one validated event in log order. Engine time first moves to its `occurred_at`
+    /// when that is later (T is never behind the largest `occurred_at` applied).
+    pub fn apply(&mut self, event: &CaseEvent) -> ApplyOutcome {
+        let existing = self.find(&event.case_id);
+        if let Some(i) = existing {
+            let id = stable_hash(event.event_id.as_bytes());
+            if self.slots[i as usize].state.event_ids.contains(&id) {
+                self.stats.duplicates += 1;
+                return ApplyOutcome::Duplicate;
+            }
+        } else if !self.evicted.is_empty()
+            && self
+                .evicted
+                .contains(&stable_hash(event.case_id.as_bytes()))
+        {
+            return ApplyOutcome::Evicted;
+        }
+        if event.occurred_at > self.now {
+            self.advance_to(event.occurred_at);
+        }
+        let syms = self.event_syms(event);
+        let i = match existing {
+            Some(i) => i,
+            None => self.insert_case(&event.case_id, CaseState::default(), 0),
+        };
+        let old = existing.map(|i| self.facts_at(i, self.now));
+        let applied = self.slots[i as usize].state.apply(event, syms);
+        debug_assert_eq!(applied, Applied::Applied);
+        let slot = &mut self.slots[i as usize];
+        slot.events += 1;
+        self.stats.applied += 1;
+        self.mark_dirty(i);
+        let new = self.facts_at(i, self.now);
+        self.record(i, old, new);
+        ApplyOutcome::Applied
+    }
+
+    /// Moves engine time forward to `t` (never back) and fires every rule whose instant it passes.
+    pub fn advance_to(&mut self, t: Instant) {
+        if t <= self.now {
+            return;
+        }
+        self.now = t;
+        while let Some(&Reverse((due, i))) = self.timers.peek() {
+            if due > t {
+                break;
+            }
+            self.timers.pop();
+            let slot = &self.slots[i as usize];
+            if !slot.live || slot.timer_due != At::some(due) {
+                continue; // superseded entry
+            }
+            self.slots[i as usize].timer_due = At::NONE;
+            self.stats.timers_fired += 1;
+            // The facts were constant from their last evaluation up to the rule instant (due - 1).
+            let old = self.facts_at(i, due - 1);
+            let new = self.facts_at(i, t);
+            if old.0.anomalies != new.0.anomalies {
+                self.mark_dirty(i);
+            }
+            self.record(i, Some(old), new);
+        }
+    }
+
+    fn mark_dirty(&mut self, i: u32) {
+        let slot = &mut self.slots[i as usize];
+        if !slot.dirty {
+            slot.dirty = true;
+            self.dirty_cases.push(i);
+        }
+    }
+
+    /// Applies the difference between a case's old and new facts to aggregates, anomalies and timers.
+    fn record(
+        &mut self,
+        i: u32,
+        old: Option<(Facts, Arc<WorkCalendar>)>,
+        new: (Facts, Arc<WorkCalendar>),
+    ) {
+        let (new, new_cal) = new;
+        let new_c = Contribution::of(&new, &new_cal, &self.rules);
+        let old_c = old
+            .as_ref()
+            .map(|(f, cal)| Contribution::of(f, cal, &self.rules));
+        if old_c.as_ref() != Some(&new_c) {
+            let (daily, dirty_daily) = (&mut self.daily, &mut self.dirty_daily);
+            Contribution::diff(old_c.as_ref(), Some(&new_c), |key, counter, delta| {
+                let entry = daily.entry(key).or_insert(([0; 22], false));
+                entry.0[counter as usize] += delta;
+                if !entry.1 {
+                    entry.1 = true;
+                    dirty_daily.push(key);
+                }
+            });
+        }
+        let old_anomalies = old.as_ref().map_or([None; 9], |(f, _)| f.anomalies);
+        for kind in AnomalyKind::ALL {
+            let (o, n) = (old_anomalies[kind as usize], new.anomalies[kind as usize]);
+            if o == n {
+                continue;
+            }
+            let level = self.rules.level(kind);
+            let change = match (o, n) {
+                (_, Some(at)) => AnomalyChange {
+                    case: CaseRef(i),
+                    kind,
+                    level,
+                    detected_at: at,
+                    revoked_at: None,
+                },
+                (Some(at), None) => AnomalyChange {
+                    case: CaseRef(i),
+                    kind,
+                    level,
+                    detected_at: at,
+                    revoked_at: Some(self.now),
+                },
+                (None, None) => continue,
+            };
+            self.anomaly_changes.push(change);
+        }
+        let due = new
+            .next_change
+            .map_or(At::NONE, |n| At::some(n.saturating_add(1)));
+        let slot = &mut self.slots[i as usize];
+        if slot.timer_due != due {
+            slot.timer_due = due;
+            if let Some(d) = due.get() {
+                self.timers.push(Reverse((d, i)));
+            }
+        }
+    }
+
+    /// Replaces the calendars (e.g. a reloaded holiday file) and recomputes every case.
+    pub fn reload_calendars(&mut self, calendars: Calendars) {
+        let live: Vec<u32> = (0..self.slots.len() as u32)
+            .filter(|&i| self.slots[i as usize].live)
+            .collect();
+        let old: Vec<(Facts, Arc<WorkCalendar>)> =
+            live.iter().map(|&i| self.facts_at(i, self.now)).collect();
+        self.calendars = calendars;
+        self.calendar_of.clear();
+        for (&i, old) in live.iter().zip(old) {
+            let new = self.facts_at(i, self.now);
+            if old.0 != new.0 {
+                self.mark_dirty(i);
+            }
+            self.record(i, Some(old), new);
+        }
+    }
+
+    /// Evicts ended cases whose end is before `cutoff` and that wait for no timer. Their
+    /// contribution stays in the aggregates; a later event for one returns
+    /// [`ApplyOutcome::Evicted`] so the caller can restore it first.
+    pub fn evict_ended_before(&mut self, cutoff: Instant) -> usize {
+        let mut evicted = 0;
+        for i in 0..self.slots.len() as u32 {
+            let slot = &self.slots[i as usize];
+            let ended = slot.state.end.is_some_and(|e| e.at < cutoff);
+            if !slot.live || !ended || slot.timer_due.get().is_some() || slot.dirty {
+                continue;
+            }
+            let h = self.hash(&slot.id);
+            let id_hash = stable_hash(slot.id.as_bytes());
+            if let Ok(entry) = self.index.find_entry(h, |&j| j == i) {
+                entry.remove();
+            }
+            self.evicted.insert(id_hash);
+            let slot = &mut self.slots[i as usize];
+            slot.live = false;
+            slot.state = CaseState::default();
+            slot.id = "".into();
+            self.free.push(i);
+            evicted += 1;
+        }
+        evicted
+    }
+
+    /// Drains everything that changed since the last call, as absolute rows at engine time T.
+    pub fn take_changes(&mut self) -> Changes {
+        let mut cases = Vec::with_capacity(self.dirty_cases.len());
+        let dirty = std::mem::take(&mut self.dirty_cases);
+        for i in dirty {
+            self.slots[i as usize].dirty = false;
+            if self.slots[i as usize].live {
+                cases.push(self.case_row(CaseRef(i)));
+            }
+        }
+        let mut window_daily = Vec::with_capacity(self.dirty_daily.len());
+        for key in std::mem::take(&mut self.dirty_daily) {
+            if let Some(entry) = self.daily.get_mut(&key) {
+                entry.1 = false;
+                window_daily.push((key, entry.0));
+            }
+        }
+        let anomalies = std::mem::take(&mut self.anomaly_changes)
+            .into_iter()
+            .map(|change| AnomalyRow {
+                case: self.case_row(change.case),
+                change,
+            })
+            .collect();
+        Changes {
+            cases,
+            window_daily,
+            anomalies,
+        }
+    }
+
+    /// The current row of a case.
+    pub fn case_row(&mut self, case: CaseRef) -> CaseRow {
+        let (facts, _) = self.facts_at(case.0, self.now);
+        let slot = &self.slots[case.0 as usize];
+        let item_name = slot.state.acceptance.map_or(0, |a| a.item_name);
+        CaseRow {
+            case_id: slot.id.to_string(),
+            facts,
+            item_name,
+            events: slot.events,
+        }
+    }
+
+    /// Every case row, sorted by case id.
+    pub fn all_case_rows(&mut self) -> Vec<CaseRow> {
+        let live: Vec<u32> = (0..self.slots.len() as u32)
+            .filter(|&i| self.slots[i as usize].live)
+            .collect();
+        let mut rows: Vec<CaseRow> = live
+            .into_iter()
+            .map(|i| self.case_row(CaseRef(i)))
+            .collect();
+        rows.sort_by(|a, b| a.case_id.cmp(&b.case_id));
+        rows
+    }
+
+    /// Every anomaly that holds now, per case and kind.
+    pub fn holding_anomalies(&mut self) -> Vec<(CaseRow, AnomalyKind, Level, Instant)> {
+        let mut out = Vec::new();
+        for row in self.all_case_rows() {
+            for kind in AnomalyKind::ALL {
+                if let Some(at) = row.facts.anomalies[kind as usize] {
+                    out.push((row.clone(), kind, self.rules.level(kind), at));
+                }
+            }
+        }
+        out
+    }
+
+    /// Every `window_daily` row with any non-zero counter, sorted by key strings.
+    pub fn daily_rows(&self) -> Vec<(DailyKey, Counters)> {
+        self.daily
+            .iter()
+            .filter(|(_, (c, _))| c.iter().any(|v| *v != 0))
+            .map(|(k, (c, _))| (*k, *c))
+            .collect()
+    }
+
+    /// The calendar of a centre sym (for attributing days outside the engine).
+    pub fn calendar_of(&mut self, center: Sym) -> Arc<WorkCalendar> {
+        self.calendar(center)
+    }
+
+    /// Exports every case (for persistence), with strings resolved.
+    pub fn snapshot_cases(&self) -> Vec<super::snapshot::CaseSnapshot> {
+        self.slots
+            .iter()
+            .filter(|s| s.live)
+            .map(|s| {
+                super::snapshot::CaseSnapshot::from_state(&s.id, &s.state, s.events, &self.syms)
+            })
+            .collect()
+    }
+
+    /// Exports one case by id.
+    pub fn snapshot_case(&self, case_id: &str) -> Option<super::snapshot::CaseSnapshot> {
+        let i = self.find(case_id)?;
+        let s = &self.slots[i as usize];
+        Some(super::snapshot::CaseSnapshot::from_state(
+            &s.id, &s.state, s.events, &self.syms,
+        ))
+    }
+
+    /// Exports every `window_daily` row (including all-zero ones) with strings resolved.
+    pub fn snapshot_daily(&self) -> Vec<super::snapshot::DailySnapshot> {
+        self.daily
+            .iter()
+            .map(|(k, (c, _))| super::snapshot::DailySnapshot::from_key(k, c, &self.syms))
+            .collect()
+    }
+
+    /// Restores engine time, cases and aggregates exported by the snapshot functions, into an
+    /// engine that holds none of those cases. Nothing is marked changed.
+    pub fn restore(
+        &mut self,
+        now: Instant,
+        cases: &[super::snapshot::CaseSnapshot],
+        daily: &[super::snapshot::DailySnapshot],
+    ) {
+        if now > self.now {
+            self.now = now;
+        }
+        for d in daily {
+            let key = d.key(&mut self.syms);
+            self.daily.insert(key, (d.counters, false));
+        }
+        for c in cases {
+            self.restore_case(c);
+        }
+    }
+
+    /// Brings back one case (e.g. an evicted one a late event needs) without touching the
+    /// aggregates, which still hold its contribution.
+    pub fn restore_case(&mut self, c: &super::snapshot::CaseSnapshot) {
+        self.evicted.remove(&stable_hash(c.case_id.as_bytes()));
+        if self.find(&c.case_id).is_some() {
+            return;
+        }
+        let state = c.to_state(&mut self.syms);
+        let i = self.insert_case(&c.case_id, state, c.events);
+        // Schedule its timer as of now.
+        let (facts, _) = self.facts_at(i, self.now);
+        if let Some(n) = facts.next_change {
+            let due = n.saturating_add(1);
+            self.slots[i as usize].timer_due = At::some(due);
+            self.timers.push(Reverse((due, i)));
+        }
+    }
+}
+
+/// The current facts of one case, ready to be written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseRow {
+    pub case_id: String,
+    pub facts: Facts,
+    pub item_name: Sym,
+    /// Events applied to the case.
+    pub events: u32,
+}
+
+/// An anomaly change together with the case it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnomalyRow {
+    pub case: CaseRow,
+    pub change: AnomalyChange,
+}
+
+/// Everything that changed since the previous `take_changes`.
+#[derive(Debug, Default, Clone)]
+pub struct Changes {
+    pub cases: Vec<CaseRow>,
+    pub window_daily: Vec<(DailyKey, Counters)>,
+    pub anomalies: Vec<AnomalyRow>,
+}
+
+impl Changes {
+    /// True when nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.cases.is_empty() && self.window_daily.is_empty() && self.anomalies.is_empty()
+    }
+}

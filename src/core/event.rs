@@ -1,0 +1,1041 @@
+//! Wire format v1 (SPEC §1, Appendix A): bytes → a validated [`CaseEvent`], or the one
+//! dead-letter [`Reason`] the SPEC's validation order picks.
+//!
+//! Pure: the wall clock needed by `future_timestamp` is an argument. Nothing here panics on any
+//! input; `parse_event` is fuzzed by a property test.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+
+use super::calendar::{DayUnit, Instant};
+
+/// Largest accepted message or line, in bytes (newline excluded).
+pub const MAX_EVENT_BYTES: usize = 65_536;
+
+/// How far ahead of the wall clock an `occurred_at` may be, in seconds.
+pub const FUTURE_TOLERANCE_SECS: i64 = 300;
+
+/// Why an event was refused: exactly one of the SPEC's reason codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    TooLarge,
+    MalformedJson,
+    UnsupportedVersion,
+    UnknownType,
+    MissingField(&'static str),
+    InvalidField(&'static str),
+    FutureTimestamp,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::TooLarge => f.write_str("too_large"),
+            Reason::MalformedJson => f.write_str("malformed_json"),
+            Reason::UnsupportedVersion => f.write_str("unsupported_version"),
+            Reason::UnknownType => f.write_str("unknown_type"),
+            Reason::MissingField(name) => write!(f, "missing_field:{name}"),
+            Reason::InvalidField(name) => write!(f, "invalid_field:{name}"),
+            Reason::FutureTimestamp => f.write_str("future_timestamp"),
+        }
+    }
+}
+
+impl Reason {
+    /// A short human explanation for operators (`casewatch validate`).
+    pub fn explain(&self) -> String {
+        match self {
+            Reason::TooLarge => format!("event is larger than {MAX_EVENT_BYTES} bytes"),
+            Reason::MalformedJson => {
+                "not a single UTF-8 JSON object (or a duplicate key, BOM, NaN/Infinity)".into()
+            }
+            Reason::UnsupportedVersion => "only wire-format version 1 is supported".into(),
+            Reason::UnknownType => "type is not one of the eleven event types".into(),
+            Reason::MissingField(name) => format!("required field {name} is absent or null"),
+            Reason::InvalidField(name) => format!("field {name} has the wrong type or value"),
+            Reason::FutureTimestamp => {
+                "occurred_at is more than 5 minutes ahead of the wall clock".into()
+            }
+        }
+    }
+}
+
+/// The system of record that wrote an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    Hall,
+    Department,
+    Online,
+}
+
+impl Source {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Hall => "hall",
+            Source::Department => "department",
+            Source::Online => "online",
+        }
+    }
+}
+
+/// Intake channel of `submitted`/`accepted`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Channel {
+    #[default]
+    Window,
+    Online,
+    Mobile,
+    Mail,
+    Other,
+}
+
+/// Whether an item is completed on the spot or has a promised time limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ItemKind {
+    Instant,
+    Promised,
+}
+
+impl ItemKind {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ItemKind::Instant => "instant",
+            ItemKind::Promised => "promised",
+        }
+    }
+}
+
+/// The approval item of an `accepted` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    pub code: String,
+    pub name: Option<String>,
+    pub kind: ItemKind,
+    /// Present (1–3650) on promised items; on instant items only when given.
+    pub promised_days: Option<i64>,
+    pub legal_days: Option<i64>,
+    pub day_unit: DayUnit,
+}
+
+/// The applicant (optional on intake events).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applicant {
+    pub kind: Option<ApplicantKind>,
+    pub id_hash: Option<String>,
+}
+
+/// Person or organization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplicantKind {
+    Person,
+    Organization,
+}
+
+/// Why the clock stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PauseReason {
+    Supplement,
+    SpecialProcedure,
+    Suspension,
+}
+
+impl PauseReason {
+    /// All reasons, in a fixed order (index = `self as usize`).
+    pub const ALL: [PauseReason; 3] = [
+        PauseReason::Supplement,
+        PauseReason::SpecialProcedure,
+        PauseReason::Suspension,
+    ];
+}
+
+/// Result of an internal `step`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepResult {
+    Agree,
+    Disagree,
+    Return,
+}
+
+/// How a completed case ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    Approved,
+    Denied,
+    Returned,
+    Voided,
+    Transferred,
+    Done,
+}
+
+impl Outcome {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Approved => "approved",
+            Outcome::Denied => "denied",
+            Outcome::Returned => "returned",
+            Outcome::Voided => "voided",
+            Outcome::Transferred => "transferred",
+            Outcome::Done => "done",
+        }
+    }
+}
+
+/// The type-specific part of an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventBody {
+    Submitted {
+        item_code: String,
+        channel: Channel,
+        applicant: Option<Applicant>,
+    },
+    Accepted {
+        item: Item,
+        channel: Channel,
+        applicant: Option<Applicant>,
+    },
+    NotAccepted {
+        reason: Option<String>,
+    },
+    Step {
+        step: String,
+        result: Option<StepResult>,
+    },
+    Paused {
+        reason: PauseReason,
+        approved_days: Option<i64>,
+    },
+    Resumed {
+        reason: PauseReason,
+    },
+    Extended {
+        extra_days: i64,
+    },
+    FeeCharged {
+        amount_cents: i64,
+        standard_cents: Option<i64>,
+    },
+    Completed {
+        outcome: Outcome,
+        on_site: bool,
+    },
+    Withdrawn {
+        reason: Option<String>,
+    },
+    Evaluated {
+        rating: u8,
+        channel: Option<String>,
+        is_default: bool,
+    },
+}
+
+/// The event types, by wire name.
+pub const EVENT_TYPES: [&str; 11] = [
+    "submitted",
+    "accepted",
+    "not_accepted",
+    "step",
+    "paused",
+    "resumed",
+    "extended",
+    "fee_charged",
+    "completed",
+    "withdrawn",
+    "evaluated",
+];
+
+impl EventBody {
+    /// The wire name of the event type.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            EventBody::Submitted { .. } => "submitted",
+            EventBody::Accepted { .. } => "accepted",
+            EventBody::NotAccepted { .. } => "not_accepted",
+            EventBody::Step { .. } => "step",
+            EventBody::Paused { .. } => "paused",
+            EventBody::Resumed { .. } => "resumed",
+            EventBody::Extended { .. } => "extended",
+            EventBody::FeeCharged { .. } => "fee_charged",
+            EventBody::Completed { .. } => "completed",
+            EventBody::Withdrawn { .. } => "withdrawn",
+            EventBody::Evaluated { .. } => "evaluated",
+        }
+    }
+}
+
+/// A validated case lifecycle event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseEvent {
+    pub event_id: String,
+    pub case_id: String,
+    /// Event time, truncated to whole seconds.
+    pub occurred_at: Instant,
+    /// When the source wrote it (defaults to `occurred_at`).
+    pub recorded_at: Instant,
+    pub source: Source,
+    pub center_id: String,
+    pub window_id: Option<String>,
+    pub department: Option<String>,
+    pub body: EventBody,
+}
+
+/// Parses and validates one message or NDJSON line against wire format v1.
+///
+/// `now` is the wall clock used by the `future_timestamp` rule.
+pub fn parse_event(bytes: &[u8], now: Instant) -> Result<CaseEvent, Reason> {
+    if bytes.len() > MAX_EVENT_BYTES {
+        return Err(Reason::TooLarge);
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| Reason::MalformedJson)?;
+    let root: Json<'_> = serde_json::from_str(text).map_err(|_| Reason::MalformedJson)?;
+    let Json::Object(fields) = root else {
+        return Err(Reason::MalformedJson);
+    };
+    let obj = Obj(&fields);
+
+    match obj.get("version") {
+        None => return Err(Reason::MissingField("version")),
+        Some(Json::Int(1)) => {}
+        Some(Json::Int(_)) => return Err(Reason::UnsupportedVersion),
+        Some(_) => return Err(Reason::InvalidField("version")),
+    }
+    let type_name = match obj.get("type") {
+        None => return Err(Reason::MissingField("type")),
+        Some(Json::Str(s)) if EVENT_TYPES.contains(&s.as_ref()) => s.as_ref(),
+        Some(_) => return Err(Reason::UnknownType),
+    };
+
+    let event_id = obj.req_str("event_id", 1, 128)?;
+    let case_id = obj.req_str("case_id", 1, 64)?;
+    let occurred_at = obj.req_time("occurred_at")?;
+    let recorded_at = obj.opt_time("recorded_at")?.unwrap_or(occurred_at);
+    let source = obj.req_enum(
+        "source",
+        &[
+            ("hall", Source::Hall),
+            ("department", Source::Department),
+            ("online", Source::Online),
+        ],
+    )?;
+    let center_id = obj.req_str("center_id", 1, 32)?;
+    let window_id = if type_name == "accepted" {
+        Some(obj.req_str("window_id", 1, 32)?)
+    } else {
+        obj.opt_str("window_id", 1, 32)?
+    };
+    let department = obj.opt_str("department", 0, usize::MAX)?;
+
+    let body = parse_body(type_name, &obj)?;
+
+    if occurred_at > now.saturating_add(FUTURE_TOLERANCE_SECS) {
+        return Err(Reason::FutureTimestamp);
+    }
+    Ok(CaseEvent {
+        event_id,
+        case_id,
+        occurred_at,
+        recorded_at,
+        source,
+        center_id,
+        window_id,
+        department,
+        body,
+    })
+}
+
+const CHANNELS: [(&str, Channel); 5] = [
+    ("window", Channel::Window),
+    ("online", Channel::Online),
+    ("mobile", Channel::Mobile),
+    ("mail", Channel::Mail),
+    ("other", Channel::Other),
+];
+
+const PAUSE_REASONS: [(&str, PauseReason); 3] = [
+    ("supplement", PauseReason::Supplement),
+    ("special_procedure", PauseReason::SpecialProcedure),
+    ("suspension", PauseReason::Suspension),
+];
+
+fn parse_body(type_name: &str, obj: &Obj<'_, '_>) -> Result<EventBody, Reason> {
+    Ok(match type_name {
+        "submitted" => EventBody::Submitted {
+            item_code: obj.req_str("item_code", 1, 64)?,
+            channel: obj.opt_enum("channel", &CHANNELS)?.unwrap_or_default(),
+            applicant: parse_applicant(obj)?,
+        },
+        "accepted" => {
+            let item = parse_item(obj)?;
+            let applicant = parse_applicant(obj)?;
+            let channel = obj.opt_enum("channel", &CHANNELS)?.unwrap_or_default();
+            EventBody::Accepted {
+                item,
+                channel,
+                applicant,
+            }
+        }
+        "not_accepted" => EventBody::NotAccepted {
+            reason: obj.opt_str("reason", 0, usize::MAX)?,
+        },
+        "step" => EventBody::Step {
+            step: obj.req_str("step", 0, usize::MAX)?,
+            result: obj.opt_enum(
+                "result",
+                &[
+                    ("agree", StepResult::Agree),
+                    ("disagree", StepResult::Disagree),
+                    ("return", StepResult::Return),
+                ],
+            )?,
+        },
+        "paused" => EventBody::Paused {
+            reason: obj.req_enum("reason", &PAUSE_REASONS)?,
+            approved_days: obj.opt_int("approved_days", 0, i64::MAX)?,
+        },
+        "resumed" => EventBody::Resumed {
+            reason: obj.req_enum("reason", &PAUSE_REASONS)?,
+        },
+        "extended" => EventBody::Extended {
+            extra_days: obj.req_int("extra_days", 1, 3650)?,
+        },
+        "fee_charged" => EventBody::FeeCharged {
+            amount_cents: obj.req_int("amount_cents", 0, i64::MAX)?,
+            standard_cents: obj.opt_int("standard_cents", 0, i64::MAX)?,
+        },
+        "completed" => EventBody::Completed {
+            outcome: obj.req_enum(
+                "outcome",
+                &[
+                    ("approved", Outcome::Approved),
+                    ("denied", Outcome::Denied),
+                    ("returned", Outcome::Returned),
+                    ("voided", Outcome::Voided),
+                    ("transferred", Outcome::Transferred),
+                    ("done", Outcome::Done),
+                ],
+            )?,
+            on_site: obj.opt_bool("on_site")?.unwrap_or(false),
+        },
+        "withdrawn" => EventBody::Withdrawn {
+            reason: obj.opt_str("reason", 0, usize::MAX)?,
+        },
+        "evaluated" => EventBody::Evaluated {
+            rating: obj.req_int("rating", 1, 5)? as u8,
+            channel: obj.opt_str("channel", 0, usize::MAX)?,
+            is_default: obj.opt_bool("is_default")?.unwrap_or(false),
+        },
+        _ => return Err(Reason::UnknownType),
+    })
+}
+
+fn parse_item(obj: &Obj<'_, '_>) -> Result<Item, Reason> {
+    let item = match obj.get("item") {
+        None => return Err(Reason::MissingField("item")),
+        Some(Json::Object(fields)) => Obj(fields),
+        Some(_) => return Err(Reason::InvalidField("item")),
+    };
+    let code = item.req_str_at("code", "item.code", 1, 64)?;
+    let name = item.opt_str_at("name", "item.name", 0, usize::MAX)?;
+    let kind = item.req_enum_at(
+        "kind",
+        "item.kind",
+        &[
+            ("instant", ItemKind::Instant),
+            ("promised", ItemKind::Promised),
+        ],
+    )?;
+    let promised_days = match kind {
+        ItemKind::Promised => {
+            Some(item.req_int_at("promised_days", "item.promised_days", 1, 3650)?)
+        }
+        ItemKind::Instant => item.opt_int_at("promised_days", "item.promised_days", 1, 3650)?,
+    };
+    let legal_floor = promised_days.unwrap_or(1);
+    let legal_days = item.opt_int_at("legal_days", "item.legal_days", legal_floor, i64::MAX)?;
+    let day_unit = item
+        .opt_enum_at(
+            "day_unit",
+            "item.day_unit",
+            &[
+                ("working", DayUnit::Working),
+                ("calendar", DayUnit::Calendar),
+            ],
+        )?
+        .unwrap_or_default();
+    Ok(Item {
+        code,
+        name,
+        kind,
+        promised_days,
+        legal_days,
+        day_unit,
+    })
+}
+
+fn parse_applicant(obj: &Obj<'_, '_>) -> Result<Option<Applicant>, Reason> {
+    let applicant = match obj.get("applicant") {
+        None => return Ok(None),
+        Some(Json::Object(fields)) => Obj(fields),
+        Some(_) => return Err(Reason::InvalidField("applicant")),
+    };
+    let kind = applicant.opt_enum_at(
+        "kind",
+        "applicant.kind",
+        &[
+            ("person", ApplicantKind::Person),
+            ("organization", ApplicantKind::Organization),
+        ],
+    )?;
+    let id_hash = applicant.opt_str_at("id_hash", "applicant.id_hash", 0, usize::MAX)?;
+    Ok(Some(Applicant { kind, id_hash }))
+}
+
+/// A JSON value as far as validation needs it: strings borrowed where possible, integers
+/// distinguished from other numbers, duplicate object keys refused while parsing.
+#[derive(Debug)]
+enum Json<'a> {
+    Null,
+    Bool(bool),
+    /// A number written without fraction or exponent that fits `i64`.
+    Int(i64),
+    /// Any other number.
+    Number,
+    Str(Cow<'a, str>),
+    Array,
+    Object(Vec<(Cow<'a, str>, Json<'a>)>),
+}
+
+impl<'de> Deserialize<'de> for Json<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(JsonVisitor)
+    }
+}
+
+struct JsonVisitor;
+
+impl<'de> Visitor<'de> for JsonVisitor {
+    type Value = Json<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Json::Null)
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(Json::Null)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Json::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Json::Int(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(i64::try_from(v).map_or(Json::Number, Json::Int))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Json::Number)
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Json::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Json::Str(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Json::Str(Cow::Owned(v)))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        // Elements are parsed (to catch duplicate keys inside them) but not kept.
+        while seq.next_element::<Json<'de>>()?.is_some() {}
+        Ok(Json::Array)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields: Vec<(Cow<'de, str>, Json<'de>)> = Vec::with_capacity(16);
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if fields.iter().any(|(k, _)| *k == key) {
+                return Err(de::Error::custom("duplicate key"));
+            }
+            let value = map.next_value::<Json<'de>>()?;
+            fields.push((key, value));
+        }
+        Ok(Json::Object(fields))
+    }
+}
+
+/// Field access on a parsed object, producing the SPEC's reason codes.
+struct Obj<'v, 'a>(&'v [(Cow<'a, str>, Json<'a>)]);
+
+impl<'v, 'a> Obj<'v, 'a> {
+    /// The field's value; JSON `null` counts as absent.
+    fn get(&self, key: &str) -> Option<&'v Json<'a>> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+            .filter(|v| !matches!(v, Json::Null))
+    }
+
+    fn opt_str_at(
+        &self,
+        key: &str,
+        path: &'static str,
+        min: usize,
+        max: usize,
+    ) -> Result<Option<String>, Reason> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Json::Str(s)) => {
+                let n = s.chars().count();
+                if n < min || n > max {
+                    Err(Reason::InvalidField(path))
+                } else {
+                    Ok(Some(s.clone().into_owned()))
+                }
+            }
+            Some(_) => Err(Reason::InvalidField(path)),
+        }
+    }
+    fn req_str_at(
+        &self,
+        key: &str,
+        path: &'static str,
+        min: usize,
+        max: usize,
+    ) -> Result<String, Reason> {
+        self.opt_str_at(key, path, min, max)?
+            .ok_or(Reason::MissingField(path))
+    }
+    fn opt_str(&self, key: &'static str, min: usize, max: usize) -> Result<Option<String>, Reason> {
+        self.opt_str_at(key, key, min, max)
+    }
+    fn req_str(&self, key: &'static str, min: usize, max: usize) -> Result<String, Reason> {
+        self.req_str_at(key, key, min, max)
+    }
+
+    fn opt_int_at(
+        &self,
+        key: &str,
+        path: &'static str,
+        min: i64,
+        max: i64,
+    ) -> Result<Option<i64>, Reason> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Json::Int(v)) if (min..=max).contains(v) => Ok(Some(*v)),
+            Some(_) => Err(Reason::InvalidField(path)),
+        }
+    }
+    fn req_int_at(&self, key: &str, path: &'static str, min: i64, max: i64) -> Result<i64, Reason> {
+        self.opt_int_at(key, path, min, max)?
+            .ok_or(Reason::MissingField(path))
+    }
+    fn opt_int(&self, key: &'static str, min: i64, max: i64) -> Result<Option<i64>, Reason> {
+        self.opt_int_at(key, key, min, max)
+    }
+    fn req_int(&self, key: &'static str, min: i64, max: i64) -> Result<i64, Reason> {
+        self.req_int_at(key, key, min, max)
+    }
+
+    fn opt_bool(&self, key: &'static str) -> Result<Option<bool>, Reason> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Json::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(Reason::InvalidField(key)),
+        }
+    }
+
+    fn opt_enum_at<T: Copy>(
+        &self,
+        key: &str,
+        path: &'static str,
+        values: &[(&str, T)],
+    ) -> Result<Option<T>, Reason> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Json::Str(s)) => values
+                .iter()
+                .find(|(name, _)| *name == s.as_ref())
+                .map(|(_, v)| Some(*v))
+                .ok_or(Reason::InvalidField(path)),
+            Some(_) => Err(Reason::InvalidField(path)),
+        }
+    }
+    fn req_enum_at<T: Copy>(
+        &self,
+        key: &str,
+        path: &'static str,
+        values: &[(&str, T)],
+    ) -> Result<T, Reason> {
+        self.opt_enum_at(key, path, values)?
+            .ok_or(Reason::MissingField(path))
+    }
+    fn opt_enum<T: Copy>(
+        &self,
+        key: &'static str,
+        values: &[(&str, T)],
+    ) -> Result<Option<T>, Reason> {
+        self.opt_enum_at(key, key, values)
+    }
+    fn req_enum<T: Copy>(&self, key: &'static str, values: &[(&str, T)]) -> Result<T, Reason> {
+        self.req_enum_at(key, key, values)
+    }
+
+    fn opt_time(&self, key: &'static str) -> Result<Option<Instant>, Reason> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Json::Str(s)) => parse_timestamp(s)
+                .map(Some)
+                .ok_or(Reason::InvalidField(key)),
+            Some(_) => Err(Reason::InvalidField(key)),
+        }
+    }
+    fn req_time(&self, key: &'static str) -> Result<Instant, Reason> {
+        self.opt_time(key)?.ok_or(Reason::MissingField(key))
+    }
+}
+
+/// Parses `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)` to whole UTC seconds (fraction truncated).
+pub fn parse_timestamp(s: &str) -> Option<Instant> {
+    let b = s.as_bytes();
+    if b.len() < 20 {
+        return None;
+    }
+    let num = |range: std::ops::Range<usize>| -> Option<i64> {
+        let mut v = 0i64;
+        for &c in b.get(range)? {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            v = v * 10 + i64::from(c - b'0');
+        }
+        Some(v)
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+        return None;
+    }
+    if hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let mut i = 19;
+    if b[i] == b'.' {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+    }
+    let offset = match b.get(i..)? {
+        [b'Z'] => 0,
+        [sign @ (b'+' | b'-'), ..] if b.len() == i + 6 && b[i + 3] == b':' => {
+            let (oh, om) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            let secs = oh * 3600 + om * 60;
+            if *sign == b'+' {
+                secs
+            } else {
+                -secs
+            }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day);
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second - offset)
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        _ => 28,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: Instant = 2_000_000_000; // 2033-05-18
+
+    fn reason(line: &str) -> String {
+        match parse_event(line.as_bytes(), NOW) {
+            Ok(_) => "ok".into(),
+            Err(r) => r.to_string(),
+        }
+    }
+
+    const ACCEPTED: &str = r#"{"version":1,"event_id":"e1","case_id":"c1","type":"accepted","occurred_at":"2018-10-15T10:00:00+08:00","source":"hall","center_id":"C1","window_id":"W1","item":{"code":"I1","kind":"promised","promised_days":7}}"#;
+
+    fn with(base: &str, patch: &str) -> String {
+        let mut v: serde_json::Value = serde_json::from_str(base).unwrap();
+        let p: serde_json::Value = serde_json::from_str(patch).unwrap();
+        for (k, val) in p.as_object().unwrap() {
+            v[k] = val.clone();
+        }
+        v.to_string()
+    }
+
+    #[test]
+    fn a_valid_acceptance_parses_with_its_item() {
+        let e = parse_event(ACCEPTED.as_bytes(), NOW).unwrap();
+        assert_eq!(
+            e.occurred_at,
+            parse_timestamp("2018-10-15T02:00:00Z").unwrap()
+        );
+        assert_eq!(e.recorded_at, e.occurred_at);
+        let EventBody::Accepted { item, channel, .. } = e.body else {
+            panic!()
+        };
+        assert_eq!(item.promised_days, Some(7));
+        assert_eq!(item.day_unit, DayUnit::Working);
+        assert_eq!(channel, Channel::Window);
+    }
+
+    #[test]
+    fn every_reason_code_in_validation_order() {
+        assert_eq!(reason(&"x".repeat(MAX_EVENT_BYTES + 1)), "too_large");
+        assert_eq!(reason("{"), "malformed_json");
+        assert_eq!(reason("[1]"), "malformed_json");
+        assert_eq!(reason(r#"{"version":1,"version":1}"#), "malformed_json");
+        assert_eq!(
+            reason(r#"{"a":{"b":1,"b":2},"version":1}"#),
+            "malformed_json"
+        );
+        assert_eq!(reason("\u{feff}{}"), "malformed_json");
+        assert_eq!(reason(r#"{"version":NaN}"#), "malformed_json");
+        assert_eq!(reason("{}"), "missing_field:version");
+        assert_eq!(reason(r#"{"version":null}"#), "missing_field:version");
+        assert_eq!(reason(r#"{"version":"1"}"#), "invalid_field:version");
+        assert_eq!(reason(r#"{"version":1.0}"#), "invalid_field:version");
+        assert_eq!(reason(r#"{"version":2}"#), "unsupported_version");
+        assert_eq!(reason(r#"{"version":1}"#), "missing_field:type");
+        assert_eq!(reason(r#"{"version":1,"type":"opened"}"#), "unknown_type");
+        assert_eq!(reason(r#"{"version":1,"type":3}"#), "unknown_type");
+        assert_eq!(
+            reason(&with(ACCEPTED, r#"{"event_id":null}"#)),
+            "missing_field:event_id"
+        );
+        assert_eq!(
+            reason(&with(ACCEPTED, r#"{"event_id":""}"#)),
+            "invalid_field:event_id"
+        );
+        assert_eq!(
+            reason(&with(
+                ACCEPTED,
+                &format!(r#"{{"case_id":"{}"}}"#, "案".repeat(65))
+            )),
+            "invalid_field:case_id"
+        );
+        assert_eq!(
+            reason(&with(
+                ACCEPTED,
+                &format!(r#"{{"case_id":"{}"}}"#, "案".repeat(64))
+            )),
+            "ok"
+        );
+        assert_eq!(
+            reason(&with(
+                ACCEPTED,
+                r#"{"occurred_at":"2018-10-15 10:00:00+08:00"}"#
+            )),
+            "invalid_field:occurred_at"
+        );
+        assert_eq!(
+            reason(&with(ACCEPTED, r#"{"recorded_at":"2018-10-15T10:00:60Z"}"#)),
+            "invalid_field:recorded_at"
+        );
+        assert_eq!(
+            reason(&with(ACCEPTED, r#"{"source":"phone"}"#)),
+            "invalid_field:source"
+        );
+        assert_eq!(
+            reason(&with(ACCEPTED, r#"{"center_id":""}"#)),
+            "invalid_field:center_id"
+        );
+        assert_eq!(
+            reason(&with(ACCEPTED, r#"{"window_id":null}"#)),
+            "missing_field:window_id"
+        );
+        assert_eq!(
+            reason(&with(ACCEPTED, r#"{"department":5}"#)),
+            "invalid_field:department"
+        );
+        assert_eq!(
+            reason(&with(ACCEPTED, r#"{"item":null}"#)),
+            "missing_field:item"
+        );
+        assert_eq!(
+            reason(&with(ACCEPTED, r#"{"item":"I1"}"#)),
+            "invalid_field:item"
+        );
+        assert_eq!(
+            reason(&with(ACCEPTED, r#"{"item":{"kind":"promised"}}"#)),
+            "missing_field:item.code"
+        );
+        assert_eq!(
+            reason(&with(
+                ACCEPTED,
+                r#"{"item":{"code":"I","kind":"promised"}}"#
+            )),
+            "missing_field:item.promised_days"
+        );
+        assert_eq!(
+            reason(&with(
+                ACCEPTED,
+                r#"{"item":{"code":"I","kind":"promised","promised_days":7.0}}"#
+            )),
+            "invalid_field:item.promised_days"
+        );
+        assert_eq!(
+            reason(&with(
+                ACCEPTED,
+                r#"{"item":{"code":"I","kind":"promised","promised_days":7,"legal_days":6}}"#
+            )),
+            "invalid_field:item.legal_days"
+        );
+        assert_eq!(
+            reason(&with(
+                ACCEPTED,
+                r#"{"item":{"code":"I","kind":"instant","day_unit":"hours"}}"#
+            )),
+            "invalid_field:item.day_unit"
+        );
+        assert_eq!(
+            reason(&with(ACCEPTED, r#"{"item":{"code":"I","kind":"instant"}}"#)),
+            "ok"
+        );
+        assert_eq!(
+            reason(&with(ACCEPTED, r#"{"applicant":{"kind":"robot"}}"#)),
+            "invalid_field:applicant.kind"
+        );
+        assert_eq!(
+            reason(&with(ACCEPTED, r#"{"channel":"fax"}"#)),
+            "invalid_field:channel"
+        );
+        assert_eq!(
+            reason(&with(ACCEPTED, r#"{"occurred_at":"2033-05-18T03:40:00Z"}"#)),
+            "future_timestamp"
+        );
+        assert_eq!(
+            reason(&with(ACCEPTED, r#"{"occurred_at":"2033-05-18T03:38:00Z"}"#)),
+            "ok"
+        );
+    }
+
+    #[test]
+    fn every_type_requires_its_own_fields() {
+        let base = r#"{"version":1,"event_id":"e","case_id":"c","occurred_at":"2020-01-02T03:04:05Z","source":"department","center_id":"C"}"#;
+        let cases = [
+            ("submitted", "{}", "missing_field:item_code"),
+            (
+                "submitted",
+                r#"{"item_code":"X","applicant":[]}"#,
+                "invalid_field:applicant",
+            ),
+            ("not_accepted", "{}", "ok"),
+            ("step", "{}", "missing_field:step"),
+            (
+                "step",
+                r#"{"step":"审核","result":"maybe"}"#,
+                "invalid_field:result",
+            ),
+            ("paused", "{}", "missing_field:reason"),
+            (
+                "paused",
+                r#"{"reason":"special_procedure","approved_days":-1}"#,
+                "invalid_field:approved_days",
+            ),
+            ("resumed", r#"{"reason":"holiday"}"#, "invalid_field:reason"),
+            ("extended", "{}", "missing_field:extra_days"),
+            (
+                "extended",
+                r#"{"extra_days":0}"#,
+                "invalid_field:extra_days",
+            ),
+            ("fee_charged", "{}", "missing_field:amount_cents"),
+            (
+                "fee_charged",
+                r#"{"amount_cents":5,"standard_cents":-2}"#,
+                "invalid_field:standard_cents",
+            ),
+            ("completed", "{}", "missing_field:outcome"),
+            (
+                "completed",
+                r#"{"outcome":"approved","on_site":"yes"}"#,
+                "invalid_field:on_site",
+            ),
+            ("withdrawn", r#"{"reason":7}"#, "invalid_field:reason"),
+            ("evaluated", "{}", "missing_field:rating"),
+            ("evaluated", r#"{"rating":6}"#, "invalid_field:rating"),
+            (
+                "evaluated",
+                r#"{"rating":5,"channel":"电话","is_default":true}"#,
+                "ok",
+            ),
+        ];
+        for (ty, own, expected) in cases {
+            let line = with(&with(base, &format!(r#"{{"type":"{ty}"}}"#)), own);
+            assert_eq!(reason(&line), expected, "{line}");
+        }
+    }
+
+    #[test]
+    fn timestamps_truncate_fractions_and_honour_offsets() {
+        assert_eq!(parse_timestamp("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_timestamp("1970-01-01T08:00:00.999+08:00"), Some(0));
+        assert_eq!(parse_timestamp("2024-02-29T00:00:00Z"), Some(1_709_164_800));
+        assert_eq!(parse_timestamp("2023-02-29T00:00:00Z"), None);
+        assert_eq!(parse_timestamp("2023-01-01t00:00:00Z"), None);
+        assert_eq!(parse_timestamp("2023-01-01T00:00:00z"), None);
+        assert_eq!(parse_timestamp("2023-01-01T00:00:00"), None);
+        assert_eq!(parse_timestamp("2023-01-01T00:00:00.Z"), None);
+        assert_eq!(parse_timestamp("2023-01-01T00:00:00+0800"), None);
+    }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn no_bytes_make_the_parser_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+                let _ = parse_event(&bytes, NOW);
+            }
+
+            #[test]
+            fn no_mutation_of_a_valid_event_panics(pos in 0usize..220, byte in any::<u8>()) {
+                let mut bytes = ACCEPTED.as_bytes().to_vec();
+                let pos = pos % bytes.len();
+                bytes[pos] = byte;
+                let _ = parse_event(&bytes, NOW);
+            }
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! Serialisable forms of case state and `window_daily` rows, with interned strings resolved,
+//! so a partition's state can be persisted (in ClickHouse) and restored by another process.
+
+use serde::{Deserialize, Serialize};
+
+use super::aggregate::{Counters, DailyKey};
+use super::calendar::DayUnit;
+use super::case::{Acceptance, At, CaseState, End, EndKind, Pause, Rating, SeenAttrs};
+use super::engine::Interner;
+use super::event::{ItemKind, Outcome, PauseReason};
+
+/// One case's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseSnapshot {
+    pub case_id: String,
+    pub events: u32,
+    #[serde(default)]
+    pub seen: [String; 4],
+    #[serde(default)]
+    pub acceptance: Option<AcceptanceSnapshot>,
+    #[serde(default)]
+    pub submitted_at: Option<i64>,
+    #[serde(default)]
+    pub second_acceptance_at: Option<i64>,
+    #[serde(default)]
+    pub acceptance_in_loop: bool,
+    #[serde(default)]
+    pub first_handling_at: Option<i64>,
+    #[serde(default)]
+    pub intake_end: Option<i64>,
+    /// (kind, at, outcome, on_site); kind is `completed`, `not_accepted` or `withdrawn`.
+    #[serde(default)]
+    pub end: Option<(String, i64, Option<String>, bool)>,
+    /// (reason index, start, end, approved_days).
+    #[serde(default)]
+    pub pauses: Vec<(u8, i64, Option<i64>, Option<u32>)>,
+    #[serde(default)]
+    pub extension_days: u32,
+    #[serde(default)]
+    pub backfilled_at: Option<i64>,
+    #[serde(default)]
+    pub overcharge_at: Option<i64>,
+    /// (value, is_default, at).
+    #[serde(default)]
+    pub rating: Option<(u8, bool, i64)>,
+    #[serde(default)]
+    pub event_ids: Vec<u64>,
+}
+
+/// The authoritative acceptance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptanceSnapshot {
+    pub at: i64,
+    pub center: String,
+    pub window: String,
+    pub department: String,
+    pub item_code: String,
+    pub item_name: String,
+    pub promised: bool,
+    pub promised_days: u16,
+    pub legal_days: Option<u32>,
+    pub calendar_days: bool,
+}
+
+const OUTCOMES: [Outcome; 6] = [
+    Outcome::Approved,
+    Outcome::Denied,
+    Outcome::Returned,
+    Outcome::Voided,
+    Outcome::Transferred,
+    Outcome::Done,
+];
+
+impl CaseSnapshot {
+    /// Exports a case's state.
+    pub fn from_state(case_id: &str, s: &CaseState, events: u32, syms: &Interner) -> Self {
+        let name = |sym| syms.resolve(sym).to_string();
+        Self {
+            case_id: case_id.to_string(),
+            events,
+            seen: [
+                name(s.seen.center),
+                name(s.seen.window),
+                name(s.seen.department),
+                name(s.seen.item_code),
+            ],
+            acceptance: s.acceptance.map(|a| AcceptanceSnapshot {
+                at: a.at,
+                center: name(a.center),
+                window: name(a.window),
+                department: name(a.department),
+                item_code: name(a.item_code),
+                item_name: name(a.item_name),
+                promised: a.kind == ItemKind::Promised,
+                promised_days: a.promised_days,
+                legal_days: a.legal_days,
+                calendar_days: a.day_unit == DayUnit::Calendar,
+            }),
+            submitted_at: s.submitted_at.get(),
+            second_acceptance_at: s.second_acceptance_at.get(),
+            acceptance_in_loop: s.acceptance_in_loop,
+            first_handling_at: s.first_handling_at.get(),
+            intake_end: s.intake_end.get(),
+            end: s.end.map(|e| match e.kind {
+                EndKind::Completed { outcome, on_site } => (
+                    "completed".to_string(),
+                    e.at,
+                    Some(outcome.as_str().to_string()),
+                    on_site,
+                ),
+                EndKind::NotAccepted => ("not_accepted".to_string(), e.at, None, false),
+                EndKind::Withdrawn => ("withdrawn".to_string(), e.at, None, false),
+            }),
+            pauses: s
+                .pauses
+                .iter()
+                .map(|p| (p.reason as u8, p.start, p.end.get(), p.approved_days))
+                .collect(),
+            extension_days: s.extension_days,
+            backfilled_at: s.backfilled_at.get(),
+            overcharge_at: s.overcharge_at.get(),
+            rating: s.rating.map(|r| (r.value, r.is_default, r.at)),
+            event_ids: s.event_ids.clone(),
+        }
+    }
+
+    /// Rebuilds the state, interning its strings.
+    pub fn to_state(&self, syms: &mut Interner) -> CaseState {
+        let at = |v: Option<i64>| v.map_or(At::NONE, At::some);
+        let [c, w, d, i] = &self.seen;
+        CaseState {
+            seen: SeenAttrs {
+                center: syms.intern(c),
+                window: syms.intern(w),
+                department: syms.intern(d),
+                item_code: syms.intern(i),
+            },
+            acceptance: self.acceptance.as_ref().map(|a| Acceptance {
+                at: a.at,
+                center: syms.intern(&a.center),
+                window: syms.intern(&a.window),
+                department: syms.intern(&a.department),
+                item_code: syms.intern(&a.item_code),
+                item_name: syms.intern(&a.item_name),
+                kind: if a.promised {
+                    ItemKind::Promised
+                } else {
+                    ItemKind::Instant
+                },
+                promised_days: a.promised_days,
+                legal_days: a.legal_days,
+                day_unit: if a.calendar_days {
+                    DayUnit::Calendar
+                } else {
+                    DayUnit::Working
+                },
+            }),
+            submitted_at: at(self.submitted_at),
+            second_acceptance_at: at(self.second_acceptance_at),
+            acceptance_in_loop: self.acceptance_in_loop,
+            first_handling_at: at(self.first_handling_at),
+            intake_end: at(self.intake_end),
+            end: self.end.as_ref().map(|(kind, t, outcome, on_site)| End {
+                at: *t,
+                kind: match kind.as_str() {
+                    "completed" => EndKind::Completed {
+                        outcome: OUTCOMES
+                            .into_iter()
+                            .find(|o| Some(o.as_str()) == outcome.as_deref())
+                            .unwrap_or(Outcome::Done),
+                        on_site: *on_site,
+                    },
+                    "not_accepted" => EndKind::NotAccepted,
+                    _ => EndKind::Withdrawn,
+                },
+            }),
+            pauses: self
+                .pauses
+                .iter()
+                .map(|&(r, start, end, approved_days)| Pause {
+                    reason: PauseReason::ALL[usize::from(r).min(2)],
+                    start,
+                    end: at(end),
+                    approved_days,
+                })
+                .collect(),
+            extension_days: self.extension_days,
+            backfilled_at: at(self.backfilled_at),
+            overcharge_at: at(self.overcharge_at),
+            rating: self.rating.map(|(value, is_default, at)| Rating {
+                value,
+                is_default,
+                at,
+            }),
+            event_ids: self.event_ids.clone(),
+        }
+    }
+}
+
+/// One `window_daily` row with its key strings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DailySnapshot {
+    pub day: i64,
+    pub center: String,
+    pub window: String,
+    pub item_code: String,
+    pub counters: Counters,
+}
+
+impl DailySnapshot {
+    /// Exports a row.
+    pub fn from_key(k: &DailyKey, counters: &Counters, syms: &Interner) -> Self {
+        Self {
+            day: k.day,
+            center: syms.resolve(k.center).to_string(),
+            window: syms.resolve(k.window).to_string(),
+            item_code: syms.resolve(k.item_code).to_string(),
+            counters: *counters,
+        }
+    }
+
+    /// The key, interning its strings.
+    pub fn key(&self, syms: &mut Interner) -> DailyKey {
+        DailyKey {
+            day: self.day,
+            center: syms.intern(&self.center),
+            window: syms.intern(&self.window),
+            item_code: syms.intern(&self.item_code),
+        }
+    }
+}
