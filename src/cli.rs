@@ -48,6 +48,9 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Working-calendar questions: deadlines and working time of a centre.
+    #[command(subcommand)]
+    Calendar(CalendarCommand),
     /// Generate a realistic, reproducible event stream.
     Simulate {
         /// Centre profile.
@@ -75,6 +78,48 @@ pub enum Command {
     },
 }
 
+/// `casewatch calendar …`.
+#[derive(Debug, Subcommand)]
+pub enum CalendarCommand {
+    /// The instant at which N days have elapsed from an instant (a promised deadline).
+    Deadline {
+        /// Start instant (RFC 3339 with offset), e.g. the acceptance.
+        #[arg(long)]
+        from: String,
+        /// Days to add.
+        #[arg(long)]
+        days: i64,
+        /// `working` or `calendar`.
+        #[arg(long, default_value = "working")]
+        unit: String,
+        /// Centre whose calendar applies (default: the default calendar).
+        #[arg(long, default_value = "")]
+        center: String,
+    },
+    /// Working time between two instants, in seconds and days.
+    WorkingTime {
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        #[arg(long, default_value = "working")]
+        unit: String,
+        #[arg(long, default_value = "")]
+        center: String,
+    },
+    /// Each day of a date range and whether it is a working day.
+    Days {
+        /// First date (YYYY-MM-DD).
+        #[arg(long)]
+        from: chrono::NaiveDate,
+        /// Last date (YYYY-MM-DD), inclusive.
+        #[arg(long)]
+        to: chrono::NaiveDate,
+        #[arg(long, default_value = "")]
+        center: String,
+    },
+}
+
 /// Runs the command line; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     let config_path = cli.config.as_deref();
@@ -88,6 +133,10 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Replay { file, as_of, out } => {
             let cfg = Config::load_from_process(config_path)?;
             replay_to_csv(&cfg, &file, as_of.as_deref(), &out)
+        }
+        Command::Calendar(cmd) => {
+            let cfg = Config::load_from_process(config_path)?;
+            calendar_command(&cfg, &cmd)
         }
         Command::Simulate {
             profile,
@@ -225,5 +274,73 @@ fn replay_to_csv(
         engine.case_count(),
         out.display()
     );
+    Ok(0)
+}
+
+fn parse_instant(s: &str) -> anyhow::Result<i64> {
+    parse_timestamp(s).with_context(|| format!("{s:?} is not an RFC 3339 timestamp with offset"))
+}
+
+fn parse_unit(s: &str) -> anyhow::Result<crate::core::calendar::DayUnit> {
+    match s {
+        "working" => Ok(crate::core::calendar::DayUnit::Working),
+        "calendar" => Ok(crate::core::calendar::DayUnit::Calendar),
+        _ => anyhow::bail!("--unit must be working or calendar, not {s:?}"),
+    }
+}
+
+/// An instant in the calendar's local time, with offset.
+fn format_local(cal: &crate::core::calendar::WorkCalendar, t: i64) -> String {
+    use chrono::TimeZone;
+    cal.tz()
+        .timestamp_opt(t, 0)
+        .single()
+        .map(|d| d.to_rfc3339())
+        .unwrap_or_default()
+}
+
+fn calendar_command(cfg: &Config, cmd: &CalendarCommand) -> anyhow::Result<i32> {
+    use crate::core::calendar::DAY;
+    let calendars = cfg.calendars()?;
+    match cmd {
+        CalendarCommand::Deadline {
+            from,
+            days,
+            unit,
+            center,
+        } => {
+            let cal = calendars.get(center);
+            let start = parse_instant(from)?;
+            let deadline = cal.add_working(start, days * DAY, parse_unit(unit)?);
+            println!("{}", format_local(cal, deadline));
+        }
+        CalendarCommand::WorkingTime {
+            from,
+            to,
+            unit,
+            center,
+        } => {
+            let cal = calendars.get(center);
+            let secs =
+                cal.working_seconds(parse_instant(from)?, parse_instant(to)?, parse_unit(unit)?);
+            println!("{secs} s = {:.6} days", secs as f64 / DAY as f64);
+        }
+        CalendarCommand::Days { from, to, center } => {
+            let cal = calendars.get(center);
+            let mut d = *from;
+            while d <= *to {
+                println!(
+                    "{d} {} {}",
+                    d.format("%a"),
+                    if cal.is_working_date(d) {
+                        "working"
+                    } else {
+                        "off"
+                    }
+                );
+                d = d.succ_opt().context("date out of range")?;
+            }
+        }
+    }
     Ok(0)
 }

@@ -10,3 +10,6 @@ pub mod engine;
 pub mod event;
 pub mod rules;
 pub mod snapshot;
+
+#[cfg(test)]
+mod scenarios;

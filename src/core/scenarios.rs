@@ -1,0 +1,840 @@
+//! Scenario tests of the engine: every rule on its boundary, order tolerance, pauses,
+//! revocations; and property tests over simulated streams (duplicates, split replay with
+//! snapshot/restore, interleaving, aggregates = per-case facts).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+
+use serde_json::{json, Value};
+
+use super::aggregate::{counter, Contribution, Counters};
+use super::calendar::{HolidayTable, Instant, WorkCalendar, DAY};
+use super::case::Facts;
+use super::engine::{ApplyOutcome, Calendars, Engine};
+use super::event::{parse_event, parse_timestamp};
+use super::rules::{AnomalyKind, Rules};
+
+fn calendars() -> Calendars {
+    static CAL: OnceLock<Arc<WorkCalendar>> = OnceLock::new();
+    let cal = CAL.get_or_init(|| {
+        let mut t = HolidayTable::new();
+        for b in crate::config::EMBEDDED_HOLIDAYS {
+            t.merge_json(b).unwrap();
+        }
+        Arc::new(WorkCalendar::new(
+            chrono_tz::Asia::Shanghai,
+            &t,
+            &Default::default(),
+        ))
+    });
+    Calendars::new(cal.clone())
+}
+
+fn at(s: &str) -> Instant {
+    parse_timestamp(s).unwrap()
+}
+
+fn ts(t: Instant) -> String {
+    chrono::DateTime::from_timestamp(t, 0)
+        .unwrap()
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// A small DSL over one engine.
+struct Scenario {
+    engine: Engine,
+    seq: u32,
+}
+
+impl Scenario {
+    fn new() -> Self {
+        Self {
+            engine: Engine::new(Rules::default(), calendars()),
+            seq: 0,
+        }
+    }
+
+    fn event(
+        &mut self,
+        case: &str,
+        ty: &str,
+        t: Instant,
+        source: &str,
+        extra: Value,
+    ) -> ApplyOutcome {
+        self.seq += 1;
+        let mut v = json!({
+            "version": 1, "event_id": format!("e{}", self.seq), "case_id": case, "type": ty,
+            "occurred_at": ts(t), "source": source, "center_id": "C1", "window_id": "W1",
+        });
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let e = parse_event(v.to_string().as_bytes(), i64::MAX / 2).expect("valid scenario event");
+        self.engine.apply(&e)
+    }
+
+    fn accept(&mut self, case: &str, t: Instant, promised_days: i64) {
+        self.event(
+            case,
+            "accepted",
+            t,
+            "hall",
+            json!({"item": {"code": "I1", "kind": "promised", "promised_days": promised_days}}),
+        );
+    }
+
+    fn facts(&mut self, case: &str) -> Facts {
+        self.engine
+            .all_case_rows()
+            .into_iter()
+            .find(|r| r.case_id == case)
+            .expect("case exists")
+            .facts
+    }
+
+    fn anomaly(&mut self, case: &str, kind: AnomalyKind) -> Option<Instant> {
+        self.facts(case).anomalies[kind as usize]
+    }
+}
+
+const MON: &str = "2018-10-15T10:00:00+08:00";
+
+#[test]
+fn spec_worked_example_deadline() {
+    let mut s = Scenario::new();
+    s.accept("c", at(MON), 7);
+    assert_eq!(
+        s.facts("c").promised_deadline,
+        Some(at("2018-10-24T10:00:00+08:00"))
+    );
+}
+
+#[test]
+fn overdue_on_its_boundary_by_engine_time_and_by_completion() {
+    let d = at("2018-10-24T10:00:00+08:00");
+    let mut s = Scenario::new();
+    s.accept("c", at(MON), 7);
+    s.engine.advance_to(d);
+    assert_eq!(s.anomaly("c", AnomalyKind::Overdue), None);
+    s.engine.advance_to(d + 1);
+    assert_eq!(s.anomaly("c", AnomalyKind::Overdue), Some(d));
+    assert!(s.facts("c").overdue());
+
+    for (completion, late) in [(d, false), (d + 1, true)] {
+        let mut s = Scenario::new();
+        s.accept("c", at(MON), 7);
+        s.event(
+            "c",
+            "completed",
+            completion,
+            "hall",
+            json!({"outcome": "approved"}),
+        );
+        let f = s.facts("c");
+        assert_eq!(f.on_time, !late);
+        assert_eq!(f.overdue(), late);
+    }
+}
+
+#[test]
+fn deadline_warning_two_days_before_or_half_the_time() {
+    // 7 days: warning when 5 working days have run (Mon 22 10:00).
+    let w = at("2018-10-22T10:00:00+08:00");
+    let mut s = Scenario::new();
+    s.accept("c", at(MON), 7);
+    s.engine.advance_to(w);
+    assert_eq!(s.anomaly("c", AnomalyKind::DeadlineWarning), None);
+    s.engine.advance_to(w + 1);
+    assert_eq!(s.anomaly("c", AnomalyKind::DeadlineWarning), Some(w));
+    // 3 days: lead is min(2 days, 1.5 days) → warning after 1.5 working days (Tue 22:00).
+    let mut s = Scenario::new();
+    s.accept("c", at(MON), 3);
+    s.engine.advance_to(at("2018-10-17T00:00:00+08:00"));
+    assert_eq!(
+        s.anomaly("c", AnomalyKind::DeadlineWarning),
+        Some(at("2018-10-16T22:00:00+08:00"))
+    );
+}
+
+#[test]
+fn legal_overdue_uses_legal_days_or_promised_plus_five() {
+    let mut s = Scenario::new();
+    s.event(
+        "a",
+        "accepted",
+        at(MON),
+        "hall",
+        json!({"item": {"code": "I", "kind": "promised", "promised_days": 7, "legal_days": 10}}),
+    );
+    s.accept("b", at(MON), 7);
+    let legal_a = at("2018-10-29T10:00:00+08:00"); // 10 working days
+    let legal_b = at("2018-10-31T10:00:00+08:00"); // 12 working days
+    assert_eq!(s.facts("a").legal_deadline, Some(legal_a));
+    assert_eq!(
+        s.facts("b").legal_deadline,
+        None,
+        "no legal_days: the fallback is not a legal deadline"
+    );
+    s.engine.advance_to(legal_a + 1);
+    assert_eq!(s.anomaly("a", AnomalyKind::LegalOverdue), Some(legal_a));
+    s.engine.advance_to(legal_b);
+    assert_eq!(s.anomaly("b", AnomalyKind::LegalOverdue), None);
+    s.engine.advance_to(legal_b + 1);
+    assert_eq!(s.anomaly("b", AnomalyKind::LegalOverdue), Some(legal_b));
+}
+
+#[test]
+fn out_of_loop_after_grace_and_revoked_by_a_late_hall_acceptance() {
+    let c = at(MON);
+    let mut s = Scenario::new();
+    s.event(
+        "x",
+        "completed",
+        c,
+        "department",
+        json!({"outcome": "approved"}),
+    );
+    s.engine.advance_to(c + 3600);
+    assert_eq!(s.anomaly("x", AnomalyKind::OutOfLoop), None);
+    s.engine.advance_to(c + 3601);
+    assert_eq!(s.anomaly("x", AnomalyKind::OutOfLoop), Some(c + 3600));
+    assert!(
+        !s.facts("x").on_time,
+        "a completed case with no acceptance is never on time"
+    );
+    // The hall's acceptance (it happened before the completion) arrives late.
+    s.accept("x", c - 3 * 3600, 7);
+    assert_eq!(s.anomaly("x", AnomalyKind::OutOfLoop), None);
+    let f = s.facts("x");
+    assert!(f.on_time && f.early);
+    assert_eq!(f.handling_seconds, Some(3 * 3600));
+    let changes = s.engine.take_changes();
+    let revoked: Vec<_> = changes
+        .anomalies
+        .iter()
+        .filter(|a| a.change.revoked_at.is_some())
+        .collect();
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(revoked[0].change.kind, AnomalyKind::OutOfLoop);
+}
+
+#[test]
+fn department_completion_before_hall_acceptance_within_grace_raises_nothing() {
+    let c = at(MON);
+    let mut s = Scenario::new();
+    s.event(
+        "x",
+        "completed",
+        c,
+        "department",
+        json!({"outcome": "approved"}),
+    );
+    s.engine.advance_to(c + 1800);
+    s.accept("x", c - 7200, 5);
+    s.engine.advance_to(c + 10 * DAY);
+    let f = s.facts("x");
+    assert_eq!(f.anomalies, [None; 9]);
+    assert_eq!(f.status, super::case::Status::Completed);
+    assert_eq!(f.accepted_at, Some(c - 7200));
+}
+
+#[test]
+fn a_step_without_acceptance_is_out_of_loop_even_with_a_department_acceptance() {
+    let t = at(MON);
+    let mut s = Scenario::new();
+    s.event(
+        "x",
+        "accepted",
+        t,
+        "department",
+        json!({"item": {"code": "I", "kind": "instant"}}),
+    );
+    s.event("x", "step", t + 60, "department", json!({"step": "审核"}));
+    s.engine.advance_to(t + 60 + 3601);
+    assert_eq!(s.anomaly("x", AnomalyKind::OutOfLoop), Some(t + 60 + 3600));
+}
+
+#[test]
+fn double_acceptance_at_the_second_acceptance() {
+    let mut s = Scenario::new();
+    s.accept("c", at(MON), 7);
+    s.event(
+        "c",
+        "accepted",
+        at(MON) + 500,
+        "department",
+        json!({"window_id": "W2", "item": {"code": "I9", "kind": "instant"}}),
+    );
+    let f = s.facts("c");
+    assert_eq!(
+        f.anomalies[AnomalyKind::DoubleAcceptance as usize],
+        Some(at(MON) + 500)
+    );
+    assert_eq!(
+        f.promised_deadline,
+        Some(at("2018-10-24T10:00:00+08:00")),
+        "the first acceptance stays authoritative"
+    );
+    assert_eq!(s.engine.syms().resolve(f.window).as_ref(), "W1");
+}
+
+#[test]
+fn backfilled_on_its_boundaries() {
+    let t = at(MON);
+    for (lag, expected) in [(24 * 3600, None), (24 * 3600 + 1, Some(t))] {
+        let mut s = Scenario::new();
+        s.event(
+            "c",
+            "accepted",
+            t,
+            "hall",
+            json!({"recorded_at": ts(t + lag), "item": {"code": "I", "kind": "instant"}}),
+        );
+        assert_eq!(s.anomaly("c", AnomalyKind::Backfilled), expected);
+    }
+    for (elapsed, expected) in [(599, true), (600, false)] {
+        let mut s = Scenario::new();
+        s.accept("c", t, 3);
+        s.event(
+            "c",
+            "completed",
+            t + elapsed,
+            "hall",
+            json!({"outcome": "approved"}),
+        );
+        assert_eq!(
+            s.anomaly("c", AnomalyKind::Backfilled),
+            expected.then_some(t + elapsed)
+        );
+    }
+    // An instant item completed at once is normal.
+    let mut s = Scenario::new();
+    s.event(
+        "c",
+        "accepted",
+        t,
+        "hall",
+        json!({"item": {"code": "I", "kind": "instant"}}),
+    );
+    s.event(
+        "c",
+        "completed",
+        t + 30,
+        "hall",
+        json!({"outcome": "approved"}),
+    );
+    assert_eq!(s.anomaly("c", AnomalyKind::Backfilled), None);
+    assert!(
+        s.facts("c").on_site,
+        "instant item completed the day it was accepted"
+    );
+}
+
+#[test]
+fn late_acceptance_on_its_boundary_and_revoked_by_an_earlier_acceptance() {
+    let sub = at(MON);
+    let limit = at("2018-10-22T10:00:00+08:00"); // 5 working days
+    for (accepted, late) in [(limit, false), (limit + 1, true)] {
+        let mut s = Scenario::new();
+        s.event("c", "submitted", sub, "hall", json!({"item_code": "I"}));
+        s.accept("c", accepted, 3);
+        assert_eq!(
+            s.anomaly("c", AnomalyKind::LateAcceptance),
+            late.then_some(limit)
+        );
+    }
+    let mut s = Scenario::new();
+    s.event("c", "submitted", sub, "hall", json!({"item_code": "I"}));
+    s.engine.advance_to(limit + 1);
+    assert_eq!(s.anomaly("c", AnomalyKind::LateAcceptance), Some(limit));
+    assert_eq!(s.facts("c").status, super::case::Status::Submitted);
+    s.accept("c", sub + 3600, 3);
+    assert_eq!(s.anomaly("c", AnomalyKind::LateAcceptance), None);
+}
+
+#[test]
+fn overcharge_only_above_a_published_standard() {
+    let mut s = Scenario::new();
+    s.accept("c", at(MON), 3);
+    s.event(
+        "c",
+        "fee_charged",
+        at(MON) + 60,
+        "hall",
+        json!({"amount_cents": 1000, "standard_cents": 1000}),
+    );
+    s.event(
+        "c",
+        "fee_charged",
+        at(MON) + 70,
+        "hall",
+        json!({"amount_cents": 5000}),
+    );
+    assert_eq!(s.anomaly("c", AnomalyKind::Overcharge), None);
+    s.event(
+        "c",
+        "fee_charged",
+        at(MON) + 80,
+        "hall",
+        json!({"amount_cents": 1001, "standard_cents": 1000}),
+    );
+    assert_eq!(s.anomaly("c", AnomalyKind::Overcharge), Some(at(MON) + 80));
+}
+
+#[test]
+fn special_procedure_overrun_on_its_boundary() {
+    let p = at("2018-10-16T10:00:00+08:00");
+    let limit = at("2018-10-19T10:00:00+08:00"); // 3 working days
+    for (resume, overrun) in [(limit, false), (limit + 1, true)] {
+        let mut s = Scenario::new();
+        s.accept("c", at(MON), 20);
+        s.event(
+            "c",
+            "paused",
+            p,
+            "department",
+            json!({"reason": "special_procedure", "approved_days": 3}),
+        );
+        s.event(
+            "c",
+            "resumed",
+            resume,
+            "department",
+            json!({"reason": "special_procedure"}),
+        );
+        assert_eq!(
+            s.anomaly("c", AnomalyKind::SpecialProcedureOverrun),
+            overrun.then_some(limit)
+        );
+    }
+    // Still open: engine time passing the limit raises it.
+    let mut s = Scenario::new();
+    s.accept("c", at(MON), 20);
+    s.event(
+        "c",
+        "paused",
+        p,
+        "department",
+        json!({"reason": "special_procedure", "approved_days": 3}),
+    );
+    s.engine.advance_to(limit + 1);
+    assert_eq!(
+        s.anomaly("c", AnomalyKind::SpecialProcedureOverrun),
+        Some(limit)
+    );
+}
+
+#[test]
+fn a_pause_stops_the_clock_and_hides_the_deadline_until_resumed() {
+    let mut s = Scenario::new();
+    s.accept("c", at(MON), 7);
+    s.event(
+        "c",
+        "paused",
+        at("2018-10-16T10:00:00+08:00"),
+        "department",
+        json!({"reason": "supplement"}),
+    );
+    assert_eq!(s.facts("c").promised_deadline, None);
+    assert_eq!(s.facts("c").status, super::case::Status::Paused);
+    // Far past the original deadline: not overdue while the clock is stopped.
+    s.engine.advance_to(at("2018-11-30T00:00:00+08:00"));
+    assert_eq!(s.anomaly("c", AnomalyKind::Overdue), None);
+    // Overlapping pause of another reason counts once.
+    s.event(
+        "c",
+        "paused",
+        at("2018-10-17T10:00:00+08:00"),
+        "department",
+        json!({"reason": "suspension"}),
+    );
+    s.event(
+        "c",
+        "resumed",
+        at("2018-10-18T10:00:00+08:00"),
+        "department",
+        json!({"reason": "suspension"}),
+    );
+    s.event(
+        "c",
+        "resumed",
+        at("2018-10-18T10:00:00+08:00"),
+        "department",
+        json!({"reason": "supplement"}),
+    );
+    // 2 working days paused: deadline moves from Wed 24 to Fri 26 10:00 — already passed.
+    let d = at("2018-10-26T10:00:00+08:00");
+    let f = s.facts("c");
+    assert_eq!(f.promised_deadline, Some(d));
+    assert_eq!(f.anomalies[AnomalyKind::Overdue as usize], Some(d));
+}
+
+#[test]
+fn a_deadline_passed_before_the_pause_stays() {
+    let d = at("2018-10-24T10:00:00+08:00");
+    let mut s = Scenario::new();
+    s.accept("c", at(MON), 7);
+    s.event(
+        "c",
+        "paused",
+        d + 3600,
+        "department",
+        json!({"reason": "supplement"}),
+    );
+    let f = s.facts("c");
+    assert_eq!(f.promised_deadline, Some(d));
+    assert_eq!(f.anomalies[AnomalyKind::Overdue as usize], Some(d));
+}
+
+#[test]
+fn extensions_add_to_promised_and_legal_time() {
+    let mut s = Scenario::new();
+    s.event(
+        "c",
+        "accepted",
+        at(MON),
+        "hall",
+        json!({"item": {"code": "I", "kind": "promised", "promised_days": 7, "legal_days": 7}}),
+    );
+    s.event(
+        "c",
+        "extended",
+        at(MON) + 60,
+        "department",
+        json!({"extra_days": 2}),
+    );
+    let f = s.facts("c");
+    assert_eq!(f.promised_deadline, Some(at("2018-10-26T10:00:00+08:00")));
+    assert_eq!(f.legal_deadline, Some(at("2018-10-26T10:00:00+08:00")));
+}
+
+#[test]
+fn early_needs_a_full_working_day_left() {
+    let d = at("2018-10-24T10:00:00+08:00");
+    for (completion, early) in [(d - DAY, true), (d - DAY + 1, false)] {
+        let mut s = Scenario::new();
+        s.accept("c", at(MON), 7);
+        s.event(
+            "c",
+            "completed",
+            completion,
+            "hall",
+            json!({"outcome": "approved"}),
+        );
+        assert_eq!(s.facts("c").early, early);
+    }
+}
+
+#[test]
+fn duplicates_have_no_effect_and_evaluations_prefer_non_default() {
+    let mut s = Scenario::new();
+    s.accept("c", at(MON), 3);
+    let e = parse_event(
+        json!({"version": 1, "event_id": "dup", "case_id": "c", "type": "evaluated", "occurred_at": ts(at(MON) + 100),
+               "source": "online", "center_id": "C1", "rating": 2}).to_string().as_bytes(),
+        i64::MAX / 2,
+    )
+    .unwrap();
+    assert_eq!(s.engine.apply(&e), ApplyOutcome::Applied);
+    assert_eq!(s.engine.apply(&e), ApplyOutcome::Duplicate);
+    s.event(
+        "c",
+        "evaluated",
+        at(MON) + 200,
+        "online",
+        json!({"rating": 5, "is_default": true}),
+    );
+    assert_eq!(s.facts("c").rating.map(|r| r.value), Some(2));
+    s.event(
+        "c",
+        "evaluated",
+        at(MON) + 300,
+        "online",
+        json!({"rating": 4}),
+    );
+    assert_eq!(s.facts("c").rating.map(|r| r.value), Some(4));
+    assert_eq!(s.engine.stats().duplicates, 1);
+}
+
+#[test]
+fn later_terminal_events_are_ignored_for_the_end() {
+    let mut s = Scenario::new();
+    s.accept("c", at(MON), 3);
+    s.event("c", "withdrawn", at(MON) + 100, "hall", json!({}));
+    s.event(
+        "c",
+        "completed",
+        at(MON) + 200,
+        "hall",
+        json!({"outcome": "approved"}),
+    );
+    let f = s.facts("c");
+    assert_eq!(f.status, super::case::Status::Withdrawn);
+    assert_eq!(f.completed_at, None);
+    assert_eq!(f.handling_seconds, None);
+}
+
+#[test]
+fn calendar_reload_recomputes_open_deadlines_and_aggregates() {
+    let mut s = Scenario::new();
+    s.accept("c", at(MON), 7);
+    let before = s.facts("c").promised_deadline;
+    let mut t = HolidayTable::new();
+    for b in crate::config::EMBEDDED_HOLIDAYS {
+        t.merge_json(b).unwrap();
+    }
+    t.set(chrono::NaiveDate::from_ymd_opt(2018, 10, 17).unwrap(), true);
+    let cal = Arc::new(WorkCalendar::new(
+        chrono_tz::Asia::Shanghai,
+        &t,
+        &Default::default(),
+    ));
+    s.engine.reload_calendars(Calendars::new(cal));
+    let after = s.facts("c").promised_deadline;
+    assert_eq!(before, Some(at("2018-10-24T10:00:00+08:00")));
+    assert_eq!(after, Some(at("2018-10-25T10:00:00+08:00")));
+    assert_aggregates_match_cases(&mut s.engine);
+}
+
+// ---- properties over simulated streams ----
+
+fn simulated_lines(seed: u64, months: u32) -> Vec<String> {
+    use crate::simulate::{generate, Profile, SimOptions};
+    let opts = SimOptions {
+        seed,
+        start: chrono::NaiveDate::from_ymd_opt(2019, 11, 1).unwrap(),
+        months,
+        scale: 0.08,
+        invalid_rate: 0.0,
+        duplicate_rate: 0.0,
+    };
+    generate(&Profile::county(), &opts)
+        .into_iter()
+        .map(|e| e.line)
+        .collect()
+}
+
+/// Everything an engine would write, with strings resolved (independent of interning order).
+#[derive(Debug, PartialEq, Eq)]
+struct Output {
+    cases: Vec<Vec<String>>,
+    daily: BTreeMap<(i64, String, String, String), Counters>,
+}
+
+fn output(engine: &mut Engine) -> Output {
+    let rules = engine.rules().clone();
+    let rows = engine.all_case_rows();
+    let cases = rows
+        .iter()
+        .map(|r| crate::replay::case_fields(r, engine.syms(), &rules))
+        .collect();
+    let daily = engine
+        .daily_rows()
+        .into_iter()
+        .map(|(k, c)| {
+            let s = engine.syms();
+            (
+                (
+                    k.day,
+                    s.resolve(k.center).to_string(),
+                    s.resolve(k.window).to_string(),
+                    s.resolve(k.item_code).to_string(),
+                ),
+                c,
+            )
+        })
+        .collect();
+    Output { cases, daily }
+}
+
+/// The rows that differ between two outputs (empty when equal).
+fn differences(a: &Output, b: &Output) -> Vec<String> {
+    let mut out = Vec::new();
+    let (ca, cb): (BTreeMap<_, _>, BTreeMap<_, _>) = (
+        a.cases.iter().map(|r| (r[0].clone(), r)).collect(),
+        b.cases.iter().map(|r| (r[0].clone(), r)).collect(),
+    );
+    for k in ca
+        .keys()
+        .chain(cb.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        if ca.get(k) != cb.get(k) {
+            out.push(format!("case {k}: {:?} != {:?}", ca.get(k), cb.get(k)));
+        }
+    }
+    for k in a
+        .daily
+        .keys()
+        .chain(b.daily.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        if a.daily.get(k) != b.daily.get(k) {
+            out.push(format!(
+                "daily {k:?}: {:?} != {:?}",
+                a.daily.get(k),
+                b.daily.get(k)
+            ));
+        }
+    }
+    out.truncate(12);
+    out
+}
+
+fn run(lines: &[String], as_of: Instant) -> Engine {
+    let mut engine = Engine::new(Rules::default(), calendars());
+    for l in lines {
+        let e = parse_event(l.as_bytes(), i64::MAX / 2).unwrap();
+        engine.apply(&e);
+    }
+    engine.advance_to(as_of);
+    engine
+}
+
+const AS_OF: &str = "2020-03-15T00:00:00Z";
+
+/// window_daily equals what the case rows imply, counted independently of `Contribution`.
+fn assert_aggregates_match_cases(engine: &mut Engine) {
+    let rules = engine.rules().clone();
+    let mut expected: BTreeMap<(i64, u32, u32, u32), Counters> = BTreeMap::new();
+    for row in engine.all_case_rows() {
+        let f = row.facts;
+        let cal = engine.calendar_of(f.center);
+        let mut add = |t: Instant, c: u8, v: i64| {
+            expected
+                .entry((cal.local_day(t), f.center, f.window, f.item_code))
+                .or_insert([0; 22])[c as usize] += v;
+        };
+        if let Some(t) = f.submitted_at {
+            add(t, counter::RECEIVED, 1);
+        }
+        if let Some(t) = f.accepted_at {
+            add(t, counter::ACCEPTED, 1);
+        }
+        if let Some(t) = f.completed_at {
+            add(t, counter::COMPLETED, 1);
+            add(t, counter::COMPLETED_ON_TIME, i64::from(f.on_time));
+            add(t, counter::COMPLETED_EARLY, i64::from(f.early));
+            add(t, counter::COMPLETED_ON_SITE, i64::from(f.on_site));
+            if f.item_kind == Some(super::event::ItemKind::Promised) {
+                add(t, counter::COMPLETED_PROMISED, 1);
+                add(t, counter::HANDLING_SECONDS, f.handling_seconds.unwrap());
+                add(t, counter::PROMISED_SECONDS, f.promised_seconds.unwrap());
+            }
+        }
+        if f.overdue() {
+            add(f.promised_deadline.unwrap(), counter::BECAME_OVERDUE, 1);
+        }
+        if let Some(r) = f.rating {
+            let c = if r.is_default {
+                counter::DEFAULT_EVALUATIONS
+            } else {
+                counter::RATING_1 + r.value - 1
+            };
+            add(r.at, c, 1);
+        }
+        for k in AnomalyKind::ALL {
+            if let Some(t) = f.anomalies[k as usize] {
+                add(t, counter::ANOMALIES, 1);
+                add(t, counter::ALERTS_WARNING + rules.level(k) as u8, 1);
+            }
+        }
+        match f.status {
+            super::case::Status::NotAccepted => add(f.ended_at.unwrap(), counter::NOT_ACCEPTED, 1),
+            super::case::Status::Withdrawn => add(f.ended_at.unwrap(), counter::WITHDRAWN, 1),
+            _ => {}
+        }
+    }
+    expected.retain(|_, c| c.iter().any(|v| *v != 0));
+    let actual: BTreeMap<(i64, u32, u32, u32), Counters> = engine
+        .daily_rows()
+        .into_iter()
+        .map(|(k, c)| ((k.day, k.center, k.window, k.item_code), c))
+        .collect();
+    assert_eq!(actual.len(), expected.len());
+    for (k, c) in &expected {
+        assert_eq!(actual.get(k), Some(c), "window_daily row {k:?}");
+    }
+    // And the incremental aggregates equal a batch sum of contributions.
+    let _ = Contribution::of;
+}
+
+#[test]
+fn aggregates_equal_the_counts_the_case_rows_imply() {
+    let lines = simulated_lines(3, 4);
+    let mut engine = run(&lines, at(AS_OF));
+    assert!(engine.case_count() > 300);
+    assert_aggregates_match_cases(&mut engine);
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+        #[test]
+        fn duplicating_any_subset_of_events_changes_nothing(seed in 0u64..1000, picks in proptest::collection::vec(any::<prop::sample::Index>(), 1..200)) {
+            let lines = simulated_lines(seed, 3);
+            // A redelivery right after the original, or at the very end of the stream.
+            let chosen: std::collections::BTreeSet<usize> = picks.iter().map(|p| p.index(lines.len())).collect();
+            let mut with_dups = Vec::new();
+            for (i, l) in lines.iter().enumerate() {
+                with_dups.push(l.clone());
+                if chosen.contains(&i) && i % 2 == 0 {
+                    with_dups.push(l.clone());
+                }
+            }
+            with_dups.extend(chosen.iter().filter(|i| *i % 2 == 1).map(|i| lines[*i].clone()));
+            let a = output(&mut run(&lines, at(AS_OF)));
+            let b = output(&mut run(&with_dups, at(AS_OF)));
+            let diff = differences(&a, &b);
+            prop_assert!(diff.is_empty(), "{}", diff.join("\n"));
+        }
+
+        #[test]
+        fn split_replay_with_snapshot_and_restore_equals_one_pass(seed in 0u64..1000, split in 0.0f64..1.0) {
+            let lines = simulated_lines(seed, 3);
+            let cut = (lines.len() as f64 * split) as usize;
+            let mut first = run(&lines[..cut], i64::MIN);
+            let (now, cases, daily) = (first.now(), first.snapshot_cases(), first.snapshot_daily());
+            let mut second = Engine::new(Rules::default(), calendars());
+            second.restore(now, &cases, &daily);
+            for l in &lines[cut..] {
+                second.apply(&parse_event(l.as_bytes(), i64::MAX / 2).unwrap());
+            }
+            second.advance_to(at(AS_OF));
+            let one_pass = output(&mut run(&lines, at(AS_OF)));
+            let diff = differences(&output(&mut second), &one_pass);
+            prop_assert!(diff.is_empty(), "{}", diff.join("\n"));
+        }
+
+        #[test]
+        fn output_does_not_depend_on_how_cases_interleave(seed in 0u64..1000, shuffle_seed in any::<u64>()) {
+            use rand::{seq::SliceRandom, SeedableRng};
+            let lines = simulated_lines(seed, 3);
+            // Keep each case's own order; shuffle which case goes next.
+            let mut by_case: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for l in &lines {
+                let v: Value = serde_json::from_str(l).unwrap();
+                by_case.entry(v["case_id"].as_str().unwrap().to_string()).or_default().push(l.clone());
+            }
+            let mut slots: Vec<String> = by_case.iter().flat_map(|(k, v)| std::iter::repeat_n(k.clone(), v.len())).collect();
+            slots.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(shuffle_seed));
+            let mut cursors: BTreeMap<String, usize> = BTreeMap::new();
+            let shuffled: Vec<String> = slots.iter().map(|k| {
+                let i = cursors.entry(k.clone()).or_default();
+                *i += 1;
+                by_case[k][*i - 1].clone()
+            }).collect();
+            let mut a = run(&lines, at(AS_OF));
+            let mut b = run(&shuffled, at(AS_OF));
+            assert_aggregates_match_cases(&mut b);
+            let diff = differences(&output(&mut a), &output(&mut b));
+            prop_assert!(diff.is_empty(), "{}", diff.join("\n"));
+        }
+    }
+}

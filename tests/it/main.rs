@@ -1,0 +1,9 @@
+//! casewatch integration tests: one binary, a module per capability.
+//!
+//! Tests that need ClickHouse or the broker use [`support`], which finds the services started
+//! by `scripts/services up` and fails (never skips) when they are missing.
+
+mod cli;
+mod contract;
+mod smoke;
+mod support;

@@ -1,0 +1,175 @@
+//! Test support for the real services started by `scripts/services up`: each test gets its own
+//! ClickHouse database and its own Kafka topics (unique names), dropped when the guard drops.
+//! A missing service is a test failure with a message saying how to start it, never a skip.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::ClientConfig;
+
+/// ClickHouse HTTP URL of the test services.
+pub fn clickhouse_url() -> String {
+    std::env::var("CASEWATCH_TEST_CLICKHOUSE_URL")
+        .unwrap_or_else(|_| "http://127.0.0.1:18123".into())
+}
+
+/// Bootstrap brokers of the test services.
+pub fn kafka_brokers() -> String {
+    std::env::var("CASEWATCH_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into())
+}
+
+/// A name no other test (or earlier run) uses.
+pub fn unique_name(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}_{}_{}_{:x}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        nanos
+    )
+}
+
+fn require(what: &str, addr: &str) {
+    let sock = addr
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let ok = std::net::TcpStream::connect_timeout(
+        &sock.parse().expect("service address"),
+        Duration::from_secs(2),
+    )
+    .is_ok();
+    assert!(
+        ok,
+        "{what} is not reachable at {addr}: start the services with `scripts/services up`"
+    );
+}
+
+/// A fresh ClickHouse database, dropped on drop.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let url = clickhouse_url();
+        require("ClickHouse", &url);
+        let name = unique_name("cw_test");
+        let db = TestDb { name, url };
+        db.admin()
+            .query(&format!("CREATE DATABASE {}", db.name))
+            .execute()
+            .await
+            .expect("create test database");
+        db
+    }
+
+    /// A client without a database (for DDL).
+    pub fn admin(&self) -> clickhouse::Client {
+        clickhouse::Client::default()
+            .with_url(&self.url)
+            .with_validation(false)
+    }
+
+    /// A client bound to this database.
+    pub fn client(&self) -> clickhouse::Client {
+        self.admin().with_database(&self.name)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let (url, name) = (self.url.clone(), self.name.clone());
+        // Drop runs outside async context guarantees: use a short-lived runtime on a thread.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let c = clickhouse::Client::default()
+                    .with_url(&url)
+                    .with_validation(false);
+                let _ = c
+                    .query(&format!("DROP DATABASE IF EXISTS {name}"))
+                    .execute()
+                    .await;
+            });
+        })
+        .join();
+    }
+}
+
+/// Kafka topics of one test, deleted on drop.
+pub struct TestTopics {
+    pub brokers: String,
+    pub names: Vec<String>,
+}
+
+impl TestTopics {
+    /// Creates `count` topics with `partitions` partitions each.
+    pub async fn new(count: usize, partitions: i32) -> TestTopics {
+        let brokers = kafka_brokers();
+        require("the Kafka broker", &brokers);
+        let names: Vec<String> = (0..count).map(|_| unique_name("cw-test")).collect();
+        let admin = admin_client(&brokers);
+        let new: Vec<NewTopic<'_>> = names
+            .iter()
+            .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
+            .collect();
+        let results = admin
+            .create_topics(
+                &new,
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+            )
+            .await
+            .expect("create topics");
+        for r in results {
+            r.expect("topic created");
+        }
+        TestTopics { brokers, names }
+    }
+
+    pub fn name(&self, i: usize) -> &str {
+        &self.names[i]
+    }
+}
+
+pub fn admin_client(brokers: &str) -> AdminClient<DefaultClientContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin client")
+}
+
+impl Drop for TestTopics {
+    fn drop(&mut self) {
+        let (brokers, names) = (self.brokers.clone(), self.names.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let admin = admin_client(&brokers);
+                let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    admin.delete_topics(&refs, &AdminOptions::new()),
+                )
+                .await;
+            });
+        })
+        .join();
+    }
+}
