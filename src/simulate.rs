@@ -98,10 +98,10 @@ impl Profile {
         let mut rng = ChaCha8Rng::seed_from_u64(0x00c0_ffee);
         let mut items = Vec::new();
         for (w, win) in windows.iter().enumerate() {
-            for k in 0..15 {
+            for (k, word) in ITEM_WORDS.iter().enumerate() {
                 let instant = rng.random_bool(0.4);
                 let promised = (!instant).then(|| {
-                    *[1, 2, 3, 5, 5, 7, 7, 10, 10, 15, 20]
+                    *[2, 3, 5, 5, 7, 7, 10, 10, 15, 20, 30]
                         .get(rng.random_range(0..11))
                         .unwrap_or(&5)
                 });
@@ -110,7 +110,7 @@ impl Profile {
                     .map(|p| p + [0, 5, 10, 20][rng.random_range(0..4)]);
                 items.push(ItemDef {
                     code: format!("{}-{:03}", win.id, k + 1),
-                    name: format!("{}{}", win.name.trim_end_matches("窗口"), ITEM_WORDS[k]),
+                    name: format!("{}{}", win.name.trim_end_matches("窗口"), word),
                     window: w,
                     promised_days: promised,
                     legal_days: legal,
@@ -159,7 +159,8 @@ struct Rates;
 impl Rates {
     const NOT_ACCEPTED: f64 = 0.01;
     const WITHDRAWN: f64 = 0.006;
-    const OVERDUE: f64 = 0.012;
+    const OVERDUE: f64 = 0.008;
+    const SLOW: f64 = 0.02;
     const SUPPLEMENT: f64 = 0.05;
     const SPECIAL: f64 = 0.01;
     const SPECIAL_OVERRUN: f64 = 0.3;
@@ -424,12 +425,15 @@ fn simulate_case(
     let mut t = accepted_at;
     let steps = ["承办", "审核", "批准"];
     let overdue = rng.random_bool(Rates::OVERDUE);
-    let share = if overdue {
-        rng.random_range(1.02..1.6)
+    // Most cases finish with more than a working day to spare (early); a few run close to
+    // the deadline (warnings) and a few overrun it.
+    let handling = if overdue {
+        ((promised as f64) * rng.random_range(1.02..1.6)) as i64
+    } else if rng.random_bool(Rates::SLOW) {
+        ((promised as f64) * rng.random_range(0.75..0.98)) as i64
     } else {
-        rng.random_range(0.05..0.7)
+        (((promised - DAY) as f64) * rng.random_range(0.05..0.6)) as i64
     };
-    let handling = ((promised as f64) * share) as i64;
     let mut extra_days = 0;
     if rng.random_bool(Rates::EXTENSION) {
         extra_days = rng.random_range(1..6);

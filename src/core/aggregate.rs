@@ -69,7 +69,8 @@ pub struct DailyKey {
 /// One slot of a contribution: `value` added to `counter` on `day`; `counter == NONE` is empty.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Slot {
-    pub day: i64,
+    /// Local day (days since 1970-01-01; i32 covers ±5.8 million years).
+    pub day: i32,
     pub counter: u8,
     pub value: i64,
 }
@@ -106,7 +107,7 @@ impl Contribution {
         let mut slots = [Slot::EMPTY; SLOTS];
         let mut put = |i: usize, t: i64, counter: u8, value: i64| {
             slots[i] = Slot {
-                day: cal.local_day(t),
+                day: cal.local_day(t) as i32,
                 counter,
                 value,
             };
@@ -198,9 +199,9 @@ impl Contribution {
         }
     }
 
-    fn key(&self, day: i64) -> DailyKey {
+    fn key(&self, day: i32) -> DailyKey {
         DailyKey {
-            day,
+            day: i64::from(day),
             center: self.center,
             window: self.window,
             item_code: self.item_code,

@@ -217,6 +217,8 @@ pub struct WorkCalendar {
     clock: LocalClock,
     /// `cum[i]`: working days in `[TABLE_FIRST_DAY, TABLE_FIRST_DAY + i)`; one longer than the table.
     cum: Vec<i32>,
+    /// `nth[k]`: table index of the (k+1)-th working day (the inverse of `cum`).
+    nth: Vec<i32>,
 }
 
 impl WorkCalendar {
@@ -239,15 +241,20 @@ impl WorkCalendar {
             }
         }
         let mut cum = Vec::with_capacity(TABLE_DAYS as usize + 1);
+        let mut nth = Vec::with_capacity(TABLE_DAYS as usize * 5 / 7 + 64);
         let mut count = 0i32;
         cum.push(0);
-        for w in working {
+        for (i, w) in working.into_iter().enumerate() {
+            if w {
+                nth.push(i as i32);
+            }
             count += i32::from(w);
             cum.push(count);
         }
         Self {
             clock: LocalClock::new(tz),
             cum,
+            nth,
         }
     }
 
@@ -365,6 +372,15 @@ impl WorkCalendar {
         let full = (remaining - 1) / DAY;
         let rest = remaining - full * DAY;
         let target = self.cum(start) + full + 1;
+        // Inside the table the target-th working day is a lookup.
+        if start >= TABLE_FIRST_DAY {
+            if let Some(&index) = usize::try_from(target - 1)
+                .ok()
+                .and_then(|k| self.nth.get(k))
+            {
+                return (TABLE_FIRST_DAY + i64::from(index)) * DAY + rest;
+            }
+        }
         // Smallest day w >= start with cum(w + 1) >= target: that day is a working day.
         let mut span = (full + 1) * 2 + 32;
         while self.cum(start + span + 1) < target {

@@ -134,13 +134,14 @@ pub struct CaseState {
     /// Earliest occurred_at among `accepted`, `not_accepted`, `withdrawn`, `completed`.
     pub intake_end: At,
     pub end: Option<End>,
-    pub pauses: Vec<Pause>,
+    /// Pauses (rare: a thin pointer when there are none).
+    pub pauses: thin_vec::ThinVec<Pause>,
     pub extension_days: u32,
     pub backfilled_at: At,
     pub overcharge_at: At,
     pub rating: Option<Rating>,
-    /// Hashes of applied event ids (duplicate detection).
-    pub event_ids: Vec<u64>,
+    /// Hashes of applied event ids (duplicate detection); the first four inline.
+    pub event_ids: smallvec::SmallVec<[u64; 4]>,
 }
 
 /// A case's status (SPEC Appendix A).
@@ -194,8 +195,6 @@ pub struct Facts {
     pub handling_seconds: Option<i64>,
     /// Promised time of a completed case with an acceptance of a promised item.
     pub promised_seconds: Option<i64>,
-    /// Promised time left at T (open) or at the end; negative when late.
-    pub remaining_seconds: Option<i64>,
     pub rating: Option<Rating>,
     /// detected_at of each anomaly kind that holds, index = `kind as usize`.
     pub anomalies: [Option<Instant>; 9],
@@ -477,7 +476,6 @@ impl CaseState {
             on_site: false,
             handling_seconds: None,
             promised_seconds: None,
-            remaining_seconds: None,
             rating: self.rating,
             anomalies: [None; 9],
             next_change: None,
@@ -518,8 +516,6 @@ impl CaseState {
                         }
                     }
                 }
-                let at = end_at.unwrap_or(now);
-                facts.remaining_seconds = Some(promised - clock.running(at));
                 if let Some((_, _, c)) = completed {
                     let running = clock.running(c);
                     facts.on_time = deadline.is_some_and(|d| c <= d);

@@ -7,14 +7,14 @@
 //! aggregates, so `window_daily` always equals the sum of the per-case facts.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 
-use hashbrown::{DefaultHashBuilder, HashTable};
+use hashbrown::{DefaultHashBuilder, HashMap, HashSet, HashTable};
 
 use super::aggregate::{Contribution, Counters, DailyKey};
 use super::calendar::{Instant, WorkCalendar};
-use super::case::{stable_hash, Applied, At, CaseState, EventSyms, Facts, Sym};
+use super::case::{stable_hash, Applied, At, CaseState, EventSyms, Facts, SeenAttrs, Sym};
 use super::event::{CaseEvent, EventBody};
 use super::rules::{AnomalyKind, Level, Rules};
 
@@ -112,7 +112,8 @@ pub struct EngineStats {
 }
 
 struct Slot {
-    id: Box<str>,
+    /// The case id (inline up to 24 bytes).
+    id: compact_str::CompactString,
     state: CaseState,
     /// Due instant (rule instant + 1) of the pending timer entry that is current.
     timer_due: At,
@@ -144,6 +145,17 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// A new engine with room for `cases` cases before its tables grow (a long-running
+    /// consumer sizes it once instead of rehashing while it fills).
+    pub fn with_capacity(rules: Rules, calendars: Calendars, cases: usize) -> Self {
+        let mut engine = Self::new(rules, calendars);
+        engine.slots.reserve(cases);
+        engine.index.reserve(cases, |_| 0);
+        engine.timers.reserve(cases);
+        engine.daily.reserve(cases / 4);
+        engine
+    }
+
     /// A new engine at engine time `i64::MIN` (nothing applied).
     pub fn new(rules: Rules, calendars: Calendars) -> Self {
         Self {
@@ -264,24 +276,28 @@ impl Engine {
         )
     }
 
-    fn event_syms(&mut self, event: &CaseEvent) -> EventSyms {
+    /// Interns the event's strings that the case still needs: attributes not seen yet, and
+    /// everything of a first acceptance. Most events need none, and skip the lookups.
+    fn event_syms(&mut self, event: &CaseEvent, seen: SeenAttrs, accepted: bool) -> EventSyms {
+        let first_acceptance = matches!(event.body, EventBody::Accepted { .. }) && !accepted;
+        let syms = &mut self.syms;
+        let mut intern = |needed: bool, value: Option<&str>| match value {
+            Some(v) if needed || first_acceptance => syms.intern(v),
+            _ => 0,
+        };
         let mut s = EventSyms {
-            center: self.syms.intern(&event.center_id),
-            window: event
-                .window_id
-                .as_deref()
-                .map_or(0, |w| self.syms.intern(w)),
-            department: event
-                .department
-                .as_deref()
-                .map_or(0, |d| self.syms.intern(d)),
+            center: intern(seen.center == 0, Some(&event.center_id)),
+            window: intern(seen.window == 0, event.window_id.as_deref()),
+            department: intern(seen.department == 0, event.department.as_deref()),
             ..EventSyms::default()
         };
         match &event.body {
-            EventBody::Submitted { item_code, .. } => s.item_code = self.syms.intern(item_code),
+            EventBody::Submitted { item_code, .. } => {
+                s.item_code = intern(seen.item_code == 0, Some(item_code))
+            }
             EventBody::Accepted { item, .. } => {
-                s.item_code = self.syms.intern(&item.code);
-                s.item_name = item.name.as_deref().map_or(0, |n| self.syms.intern(n));
+                s.item_code = intern(seen.item_code == 0, Some(&item.code));
+                s.item_name = intern(false, item.name.as_deref());
             }
             _ => {}
         }
@@ -308,7 +324,11 @@ impl Engine {
         if event.occurred_at > self.now {
             self.advance_to(event.occurred_at);
         }
-        let syms = self.event_syms(event);
+        let (seen, accepted) = existing.map_or((SeenAttrs::default(), false), |i| {
+            let s = &self.slots[i as usize].state;
+            (s.seen, s.acceptance.is_some())
+        });
+        let syms = self.event_syms(event, seen, accepted);
         let i = match existing {
             Some(i) => i,
             None => self.insert_case(&event.case_id, CaseState::default(), 0),
@@ -321,7 +341,7 @@ impl Engine {
         self.stats.applied += 1;
         self.mark_dirty(i);
         let new = self.facts_at(i, self.now);
-        self.record(i, old, new);
+        self.record(i, old.as_ref(), new);
         ApplyOutcome::Applied
     }
 
@@ -348,7 +368,7 @@ impl Engine {
             if old.0.anomalies != new.0.anomalies {
                 self.mark_dirty(i);
             }
-            self.record(i, Some(old), new);
+            self.record(i, Some(&old), new);
         }
     }
 
@@ -364,26 +384,39 @@ impl Engine {
     fn record(
         &mut self,
         i: u32,
-        old: Option<(Facts, Arc<WorkCalendar>)>,
+        old: Option<&(Facts, Arc<WorkCalendar>)>,
         new: (Facts, Arc<WorkCalendar>),
     ) {
         let (new, new_cal) = new;
         let new_c = Contribution::of(&new, &new_cal, &self.rules);
-        let old_c = old
-            .as_ref()
-            .map(|(f, cal)| Contribution::of(f, cal, &self.rules));
+        let old_c = old.map(|(f, cal)| Contribution::of(f, cal, &self.rules));
         if old_c.as_ref() != Some(&new_c) {
-            let (daily, dirty_daily) = (&mut self.daily, &mut self.dirty_daily);
+            // Deltas of one row come in runs (a completion touches six counters of one day):
+            // gather them and look each row up once.
+            let mut deltas: smallvec::SmallVec<[(DailyKey, u8, i64); 16]> =
+                smallvec::SmallVec::new();
             Contribution::diff(old_c.as_ref(), Some(&new_c), |key, counter, delta| {
-                let entry = daily.entry(key).or_insert(([0; 22], false));
-                entry.0[counter as usize] += delta;
+                deltas.push((key, counter, delta));
+            });
+            let mut run_start = 0;
+            while run_start < deltas.len() {
+                let key = deltas[run_start].0;
+                let run_end = deltas[run_start..]
+                    .iter()
+                    .position(|d| d.0 != key)
+                    .map_or(deltas.len(), |n| run_start + n);
+                let entry = self.daily.entry(key).or_insert(([0; 22], false));
+                for &(_, counter, delta) in &deltas[run_start..run_end] {
+                    entry.0[counter as usize] += delta;
+                }
                 if !entry.1 {
                     entry.1 = true;
-                    dirty_daily.push(key);
+                    self.dirty_daily.push(key);
                 }
-            });
+                run_start = run_end;
+            }
         }
-        let old_anomalies = old.as_ref().map_or([None; 9], |(f, _)| f.anomalies);
+        let old_anomalies = old.map_or([None; 9], |(f, _)| f.anomalies);
         for kind in AnomalyKind::ALL {
             let (o, n) = (old_anomalies[kind as usize], new.anomalies[kind as usize]);
             if o == n {
@@ -435,7 +468,7 @@ impl Engine {
             if old.0 != new.0 {
                 self.mark_dirty(i);
             }
-            self.record(i, Some(old), new);
+            self.record(i, Some(&old), new);
         }
     }
 
@@ -459,7 +492,7 @@ impl Engine {
             let slot = &mut self.slots[i as usize];
             slot.live = false;
             slot.state = CaseState::default();
-            slot.id = "".into();
+            slot.id = compact_str::CompactString::default();
             self.free.push(i);
             evicted += 1;
         }

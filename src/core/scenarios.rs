@@ -68,9 +68,9 @@ impl Scenario {
             "version": 1, "event_id": format!("e{}", self.seq), "case_id": case, "type": ty,
             "occurred_at": ts(t), "source": source, "center_id": "C1", "window_id": "W1",
         });
-        v.as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
+        if let (Value::Object(v), Value::Object(extra)) = (&mut v, extra) {
+            v.extend(extra);
+        }
         let e = parse_event(v.to_string().as_bytes(), i64::MAX / 2).expect("valid scenario event");
         self.engine.apply(&e)
     }
@@ -799,7 +799,7 @@ mod properties {
         fn split_replay_with_snapshot_and_restore_equals_one_pass(seed in 0u64..1000, split in 0.0f64..1.0) {
             let lines = simulated_lines(seed, 3);
             let cut = (lines.len() as f64 * split) as usize;
-            let mut first = run(&lines[..cut], i64::MIN);
+            let first = run(&lines[..cut], i64::MIN);
             let (now, cases, daily) = (first.now(), first.snapshot_cases(), first.snapshot_daily());
             let mut second = Engine::new(Rules::default(), calendars());
             second.restore(now, &cases, &daily);

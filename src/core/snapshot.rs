@@ -120,7 +120,7 @@ impl CaseSnapshot {
             backfilled_at: s.backfilled_at.get(),
             overcharge_at: s.overcharge_at.get(),
             rating: s.rating.map(|r| (r.value, r.is_default, r.at)),
-            event_ids: s.event_ids.clone(),
+            event_ids: s.event_ids.to_vec(),
         }
     }
 
@@ -192,7 +192,7 @@ impl CaseSnapshot {
                 is_default,
                 at,
             }),
-            event_ids: self.event_ids.clone(),
+            event_ids: self.event_ids.iter().copied().collect(),
         }
     }
 }
