@@ -18,5 +18,8 @@
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod metrics;
+pub mod pipeline;
 pub mod replay;
 pub mod simulate;
+pub mod sinks;

@@ -188,6 +188,16 @@ impl Engine {
         &self.rules
     }
 
+    /// The calendars in force.
+    pub fn calendars(&self) -> &Calendars {
+        &self.calendars
+    }
+
+    /// Forgets that a case was evicted (when nothing of it can be restored).
+    pub fn forget_eviction(&mut self, case_id: &str) {
+        self.evicted.remove(&stable_hash(case_id.as_bytes()));
+    }
+
     /// Counters for metrics.
     pub fn stats(&self) -> EngineStats {
         self.stats

@@ -5,5 +5,6 @@
 
 mod cli;
 mod contract;
+mod pipeline;
 mod smoke;
 mod support;

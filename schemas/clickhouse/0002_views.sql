@@ -1,0 +1,110 @@
+-- The SPEC's window_daily (one row per day, centre, window, item: the partitions' rows summed)
+-- and window_monthly (one row per local month, centre, window, with the seven rates).
+-- Rates are ratios of the month's sums, rounded half up to 4 decimals, NULL on a zero
+-- denominator.
+
+CREATE VIEW IF NOT EXISTS window_daily AS
+SELECT
+    day,
+    center_id,
+    window_id,
+    item_code,
+    sum(received) AS received,
+    sum(accepted) AS accepted,
+    sum(not_accepted) AS not_accepted,
+    sum(completed) AS completed,
+    sum(completed_promised) AS completed_promised,
+    sum(completed_on_time) AS completed_on_time,
+    sum(completed_early) AS completed_early,
+    sum(completed_on_site) AS completed_on_site,
+    sum(withdrawn) AS withdrawn,
+    sum(became_overdue) AS became_overdue,
+    sum(handling_seconds) AS handling_seconds,
+    sum(promised_seconds) AS promised_seconds,
+    sum(rating_1) AS rating_1,
+    sum(rating_2) AS rating_2,
+    sum(rating_3) AS rating_3,
+    sum(rating_4) AS rating_4,
+    sum(rating_5) AS rating_5,
+    sum(default_evaluations) AS default_evaluations,
+    sum(alerts_warning) AS alerts_warning,
+    sum(alerts_yellow) AS alerts_yellow,
+    sum(alerts_red) AS alerts_red,
+    sum(anomalies) AS anomalies
+FROM window_daily_parts FINAL
+GROUP BY day, center_id, window_id, item_code;
+
+CREATE VIEW IF NOT EXISTS window_monthly AS
+SELECT
+    month,
+    center_id,
+    window_id,
+    m_received AS received,
+    m_accepted AS accepted,
+    m_not_accepted AS not_accepted,
+    m_completed AS completed,
+    m_completed_promised AS completed_promised,
+    m_completed_on_time AS completed_on_time,
+    m_completed_early AS completed_early,
+    m_completed_on_site AS completed_on_site,
+    m_withdrawn AS withdrawn,
+    m_became_overdue AS became_overdue,
+    m_handling_seconds AS handling_seconds,
+    m_promised_seconds AS promised_seconds,
+    m_rating_1 AS rating_1,
+    m_rating_2 AS rating_2,
+    m_rating_3 AS rating_3,
+    m_rating_4 AS rating_4,
+    m_rating_5 AS rating_5,
+    m_default_evaluations AS default_evaluations,
+    m_alerts_warning AS alerts_warning,
+    m_alerts_yellow AS alerts_yellow,
+    m_alerts_red AS alerts_red,
+    m_anomalies AS anomalies,
+    evaluations,
+    completion_rate,
+    on_time_rate,
+    early_rate,
+    on_site_rate,
+    evaluation_rate,
+    satisfaction_rate,
+    speedup_rate
+FROM
+(
+    SELECT
+        toStartOfMonth(day) AS month,
+        center_id,
+        window_id,
+        sum(received) AS m_received,
+        sum(accepted) AS m_accepted,
+        sum(not_accepted) AS m_not_accepted,
+        sum(completed) AS m_completed,
+        sum(completed_promised) AS m_completed_promised,
+        sum(completed_on_time) AS m_completed_on_time,
+        sum(completed_early) AS m_completed_early,
+        sum(completed_on_site) AS m_completed_on_site,
+        sum(withdrawn) AS m_withdrawn,
+        sum(became_overdue) AS m_became_overdue,
+        sum(handling_seconds) AS m_handling_seconds,
+        sum(promised_seconds) AS m_promised_seconds,
+        sum(rating_1) AS m_rating_1,
+        sum(rating_2) AS m_rating_2,
+        sum(rating_3) AS m_rating_3,
+        sum(rating_4) AS m_rating_4,
+        sum(rating_5) AS m_rating_5,
+        sum(default_evaluations) AS m_default_evaluations,
+        sum(alerts_warning) AS m_alerts_warning,
+        sum(alerts_yellow) AS m_alerts_yellow,
+        sum(alerts_red) AS m_alerts_red,
+        sum(anomalies) AS m_anomalies,
+        m_rating_1 + m_rating_2 + m_rating_3 + m_rating_4 + m_rating_5 AS evaluations,
+        if((m_accepted) = 0, NULL, floor(((m_completed) * 20000 + (m_accepted)) / (2 * (m_accepted))) / 10000) AS completion_rate,
+        if((m_completed) = 0, NULL, floor(((m_completed_on_time) * 20000 + (m_completed)) / (2 * (m_completed))) / 10000) AS on_time_rate,
+        if((m_completed_promised) = 0, NULL, floor(((m_completed_early) * 20000 + (m_completed_promised)) / (2 * (m_completed_promised))) / 10000) AS early_rate,
+        if((m_completed) = 0, NULL, floor(((m_completed_on_site) * 20000 + (m_completed)) / (2 * (m_completed))) / 10000) AS on_site_rate,
+        if((m_completed) = 0, NULL, floor(((evaluations) * 20000 + (m_completed)) / (2 * (m_completed))) / 10000) AS evaluation_rate,
+        if((evaluations) = 0, NULL, floor(((m_rating_3 + m_rating_4 + m_rating_5) * 20000 + (evaluations)) / (2 * (evaluations))) / 10000) AS satisfaction_rate,
+        if((m_promised_seconds) = 0, NULL, floor(((m_promised_seconds - m_handling_seconds) * 20000 + (m_promised_seconds)) / (2 * (m_promised_seconds))) / 10000) AS speedup_rate
+    FROM window_daily_parts FINAL
+    GROUP BY month, center_id, window_id
+);

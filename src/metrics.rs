@@ -1,0 +1,208 @@
+//! Operational metrics (Prometheus text format) and the `/healthz`, `/readyz`, `/metrics`
+//! endpoint. Labels have bounded cardinality: reason codes and partition numbers.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A monotonically increasing counter.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    pub fn set(&self, v: i64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Sum and count of observations (enough for a mean and a rate).
+#[derive(Debug, Default)]
+pub struct Summary {
+    micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Summary {
+    pub fn observe(&self, seconds: f64) {
+        self.micros
+            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Everything `run` reports.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub consumed: Counter,
+    pub applied: Counter,
+    pub duplicates: Counter,
+    pub flushes: Counter,
+    pub flush_rows: Counter,
+    pub flush_seconds: Summary,
+    pub clickhouse_errors: Counter,
+    pub broker_errors: Counter,
+    pub cases_in_memory: Gauge,
+    pub ready: AtomicBool,
+    dead_letters: Mutex<BTreeMap<String, u64>>,
+    lag: Mutex<BTreeMap<i32, i64>>,
+}
+
+impl Metrics {
+    /// Counts a dead letter by reason code.
+    pub fn dead_letter(&self, reason: &str) {
+        // Reason codes with a field name are bounded by the schema's field list.
+        *self
+            .dead_letters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(reason.to_string())
+            .or_default() += 1;
+    }
+
+    /// Sets (or, with None, removes) a partition's lag.
+    pub fn set_lag(&self, partition: i32, lag: Option<i64>) {
+        let mut l = self.lag.lock().unwrap_or_else(|e| e.into_inner());
+        match lag {
+            Some(v) => l.insert(partition, v.max(0)),
+            None => l.remove(&partition),
+        };
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut counter = |name: &str, help: &str, v: u64| {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+            ));
+        };
+        counter(
+            "casewatch_events_consumed_total",
+            "messages read from the events topic",
+            self.consumed.get(),
+        );
+        counter(
+            "casewatch_events_applied_total",
+            "events applied to the engine",
+            self.applied.get(),
+        );
+        counter(
+            "casewatch_events_duplicate_total",
+            "events skipped as duplicates by event_id",
+            self.duplicates.get(),
+        );
+        counter(
+            "casewatch_flushes_total",
+            "batches written to clickhouse",
+            self.flushes.get(),
+        );
+        counter(
+            "casewatch_flush_rows_total",
+            "rows written to clickhouse",
+            self.flush_rows.get(),
+        );
+        counter(
+            "casewatch_clickhouse_errors_total",
+            "failed clickhouse write attempts",
+            self.clickhouse_errors.get(),
+        );
+        counter(
+            "casewatch_broker_errors_total",
+            "errors reported by the kafka client",
+            self.broker_errors.get(),
+        );
+        out.push_str(
+            "# HELP casewatch_events_dead_lettered_total events refused by validation, by reason\n",
+        );
+        out.push_str("# TYPE casewatch_events_dead_lettered_total counter\n");
+        for (reason, n) in self
+            .dead_letters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            out.push_str(&format!(
+                "casewatch_events_dead_lettered_total{{reason=\"{reason}\"}} {n}\n"
+            ));
+        }
+        out.push_str(
+            "# HELP casewatch_partition_lag messages behind the high watermark, per partition\n",
+        );
+        out.push_str("# TYPE casewatch_partition_lag gauge\n");
+        for (p, lag) in self.lag.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            out.push_str(&format!(
+                "casewatch_partition_lag{{partition=\"{p}\"}} {lag}\n"
+            ));
+        }
+        out.push_str(&format!(
+            "# HELP casewatch_flush_seconds time to write a batch\n# TYPE casewatch_flush_seconds summary\n\
+             casewatch_flush_seconds_sum {}\ncasewatch_flush_seconds_count {}\n",
+            self.flush_seconds.micros.load(Ordering::Relaxed) as f64 / 1e6,
+            self.flush_seconds.count.load(Ordering::Relaxed)
+        ));
+        out.push_str(&format!(
+            "# HELP casewatch_cases_in_memory cases held by the engines\n# TYPE casewatch_cases_in_memory gauge\ncasewatch_cases_in_memory {}\n",
+            self.cases_in_memory.get()
+        ));
+        out
+    }
+}
+
+/// Serves `/healthz` (the process runs), `/readyz` (subscribed and consuming) and `/metrics`.
+pub async fn serve(listener: tokio::net::TcpListener, metrics: std::sync::Arc<Metrics>) {
+    loop {
+        let Ok((mut socket, _)) = listener.accept().await else {
+            continue;
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let n = match tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                socket.read(&mut buf),
+            )
+            .await
+            {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let request = String::from_utf8_lossy(&buf[..n]);
+            let path = request.split_whitespace().nth(1).unwrap_or("/");
+            let (status, body) = match path {
+                "/healthz" => ("200 OK", "ok\n".to_string()),
+                "/readyz" if metrics.ready.load(Ordering::Relaxed) => {
+                    ("200 OK", "ready\n".to_string())
+                }
+                "/readyz" => ("503 Service Unavailable", "not ready\n".to_string()),
+                "/metrics" => ("200 OK", metrics.render()),
+                _ => ("404 Not Found", "not found\n".to_string()),
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(response.as_bytes()).await;
+        });
+    }
+}

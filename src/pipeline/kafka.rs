@@ -1,0 +1,426 @@
+//! `casewatch run`: the Kafka consumer loop.
+//!
+//! A synchronous `BaseConsumer` polled on one dedicated thread; ClickHouse I/O runs on the tokio
+//! runtime through `Handle::block_on`. Keeping the loop synchronous lets rdkafka's rebalance
+//! callbacks, which run inside `poll` on this thread, flush and commit revoked partitions and
+//! rebuild assigned ones before any of their messages are handled.
+//!
+//! Offsets: a partition's offset is committed only after its rows and checkpoint are in
+//! ClickHouse (and its dead letters acknowledged by the dead-letter topic). Backpressure is
+//! structural: the loop does not poll while it flushes, so memory is bounded by one batch.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant as StdInstant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use tokio::runtime::Handle;
+
+use super::{rebuild, Handled, PartitionProcessor, VERSIONS};
+use crate::config::{ClockMode, Config};
+use crate::core::engine::Engine;
+use crate::metrics::Metrics;
+use crate::sinks::clickhouse::rows::{Batch, Origin};
+use crate::sinks::clickhouse::ClickhouseWriter;
+
+/// How `run` ends.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Stop once no message has arrived for this long and every assigned partition is flushed
+    /// (for demos, benchmarks and tests; a service runs until it is signalled).
+    pub exit_when_idle: Option<Duration>,
+}
+
+/// State shared by the loop and the rebalance callbacks (both on the consumer thread).
+struct Shared {
+    cfg: Config,
+    rt: Handle,
+    writer: ClickhouseWriter,
+    processors: HashMap<i32, PartitionProcessor>,
+    metrics: Arc<Metrics>,
+    /// A fatal error raised inside a callback, reported by the loop.
+    fatal: Option<String>,
+}
+
+impl Shared {
+    fn new_engine(&self) -> anyhow::Result<Engine> {
+        Ok(Engine::with_capacity(
+            self.cfg.rules()?,
+            self.cfg.calendars()?,
+            1 << 14,
+        ))
+    }
+
+    /// Writes every processor's batch (or only `only`'s) and returns the offsets to commit.
+    fn flush(&mut self, only: Option<&[i32]>) -> anyhow::Result<TopicPartitionList> {
+        let started = StdInstant::now();
+        let mut batch = Batch::default();
+        let mut offsets = TopicPartitionList::new();
+        for (partition, p) in self.processors.iter_mut() {
+            if only.is_some_and(|o| !o.contains(partition)) {
+                continue;
+            }
+            let b = p.drain();
+            offsets.add_partition_offset(
+                &self.cfg.kafka.topic,
+                *partition,
+                Offset::Offset(p.next_offset as i64),
+            )?;
+            merge(&mut batch, b);
+        }
+        if batch.rows() == batch.checkpoints.len()
+            && batch.checkpoints.iter().all(|c| c.next_offset == 0)
+        {
+            return Ok(TopicPartitionList::new());
+        }
+        batch.set_version(VERSIONS.next());
+        let rows = batch.rows();
+        self.rt.block_on(self.writer.write(&batch))?;
+        self.metrics.flushes.inc();
+        self.metrics.flush_rows.add(rows as u64);
+        self.metrics
+            .flush_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(offsets)
+    }
+}
+
+fn merge(into: &mut Batch, b: Batch) {
+    into.events.extend(b.events);
+    into.dead_letters.extend(b.dead_letters);
+    into.cases.extend(b.cases);
+    into.daily.extend(b.daily);
+    into.anomalies.extend(b.anomalies);
+    into.alerts.extend(b.alerts);
+    into.checkpoints.extend(b.checkpoints);
+}
+
+struct Context {
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl ClientContext for Context {}
+
+impl ConsumerContext for Context {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        tracing::info!(partitions = ?revoked, "partitions revoked: flushing and committing");
+        match shared.flush(Some(&revoked)) {
+            Ok(offsets) if offsets.count() > 0 => {
+                if let Err(e) = consumer.commit(&offsets, CommitMode::Sync) {
+                    tracing::warn!(error = %e, "commit on revoke failed; the next owner re-reads from the checkpoint");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => shared.fatal = Some(format!("flush on revoke failed: {e:#}")),
+        }
+        for p in revoked {
+            shared.processors.remove(&p);
+            shared.metrics.set_lag(p, None);
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Assign(tpl) = rebalance else {
+            return;
+        };
+        let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        for e in tpl.elements() {
+            let partition = e.partition();
+            if shared.processors.contains_key(&partition) {
+                continue;
+            }
+            let origin = Origin {
+                topic: e.topic().to_string(),
+                partition: partition as u32,
+            };
+            let engine = match shared.new_engine() {
+                Ok(engine) => engine,
+                Err(err) => {
+                    shared.fatal = Some(format!("{err:#}"));
+                    return;
+                }
+            };
+            let started = StdInstant::now();
+            let client = shared.writer.client().clone();
+            match shared.rt.block_on(rebuild(&client, origin, engine, None)) {
+                Ok(p) => {
+                    tracing::info!(
+                        partition,
+                        checkpoint = p.checkpoint,
+                        cases = p.engine.case_count(),
+                        seconds = started.elapsed().as_secs_f64(),
+                        "partition assigned: state rebuilt from clickhouse"
+                    );
+                    shared.processors.insert(partition, p);
+                }
+                Err(err) => {
+                    shared.fatal = Some(format!(
+                        "cannot rebuild partition {partition} from clickhouse: {err}"
+                    ));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Runs the consumer until a signal (or idleness, with `exit_when_idle`) stops it.
+pub fn run(
+    cfg: &Config,
+    rt: &Handle,
+    metrics: &Arc<Metrics>,
+    stop: &AtomicBool,
+    opts: RunOptions,
+) -> anyhow::Result<()> {
+    let writer = {
+        let mut w = ClickhouseWriter::new(crate::sinks::clickhouse::client(&cfg.clickhouse));
+        let m = metrics.clone();
+        w.on_error = Some(Arc::new(move |_e: &str| m.clickhouse_errors.inc()));
+        w
+    };
+    let shared = Arc::new(Mutex::new(Shared {
+        cfg: cfg.clone(),
+        rt: rt.clone(),
+        writer,
+        processors: HashMap::new(),
+        metrics: metrics.clone(),
+        fatal: None,
+    }));
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &cfg.kafka.brokers)
+        .set("group.id", &cfg.kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "20")
+        // Flushes block polling while ClickHouse is down; stay in the group meanwhile.
+        .set("max.poll.interval.ms", "3600000")
+        .set("session.timeout.ms", "45000");
+    for (k, v) in &cfg.kafka.client {
+        client.set(k, v);
+    }
+    let consumer: BaseConsumer<Context> = client.create_with_context(Context {
+        shared: shared.clone(),
+    })?;
+    let producer: ThreadedProducer<DefaultProducerContext> = {
+        let mut p = ClientConfig::new();
+        p.set("bootstrap.servers", &cfg.kafka.brokers)
+            .set("linger.ms", "5");
+        for (k, v) in &cfg.kafka.client {
+            p.set(k, v);
+        }
+        p.create()?
+    };
+    consumer.subscribe(&[&cfg.kafka.topic])?;
+    metrics.ready.store(true, Ordering::Relaxed);
+    tracing::info!(topic = %cfg.kafka.topic, group = %cfg.kafka.group_id, "consuming");
+
+    let batch_events = cfg.pipeline.batch_events;
+    let batch_every = Duration::from_millis(cfg.pipeline.batch_millis);
+    let tick_every = Duration::from_millis(cfg.pipeline.tick_millis);
+    let mut last_flush = StdInstant::now();
+    let mut last_tick = StdInstant::now();
+    let mut last_message = StdInstant::now();
+    let mut last_lag = StdInstant::now();
+    let mut pending_dead_letters = 0usize;
+
+    loop {
+        if let Some(f) = shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .fatal
+            .take()
+        {
+            anyhow::bail!(f);
+        }
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        match consumer.poll(Duration::from_millis(50)) {
+            Some(Ok(msg)) => {
+                last_message = StdInstant::now();
+                let (partition, offset) = (msg.partition(), msg.offset().max(0) as u64);
+                let payload = msg.payload().unwrap_or_default();
+                let wall = chrono::Utc::now().timestamp();
+                let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
+                let Shared {
+                    processors,
+                    rt,
+                    writer,
+                    metrics,
+                    ..
+                } = &mut *s;
+                let Some(p) = processors.get_mut(&partition) else {
+                    tracing::warn!(
+                        partition,
+                        "message for a partition not assigned here; skipped"
+                    );
+                    continue;
+                };
+                metrics.consumed.inc();
+                let mut handled = p.handle(offset, payload, wall);
+                if handled == Handled::Evicted {
+                    restore_evicted(p, payload, rt, writer.client())?;
+                    handled = p.handle(offset, payload, wall);
+                }
+                match handled {
+                    Handled::Applied | Handled::Evicted => metrics.applied.inc(),
+                    Handled::Duplicate => metrics.duplicates.inc(),
+                    Handled::DeadLetter(reason) => {
+                        metrics.dead_letter(&reason.to_string());
+                        pending_dead_letters += 1;
+                        let headers = OwnedHeaders::new()
+                            .insert(Header {
+                                key: "casewatch-reason",
+                                value: Some(reason.to_string().as_bytes()),
+                            })
+                            .insert(Header {
+                                key: "casewatch-origin",
+                                value: Some(
+                                    format!("{}/{partition}/{offset}", cfg.kafka.topic).as_bytes(),
+                                ),
+                            });
+                        let key = msg.key().unwrap_or_default();
+                        let record = BaseRecord::to(&cfg.kafka.dead_letter_topic)
+                            .payload(payload)
+                            .key(key)
+                            .headers(headers);
+                        if let Err((e, _)) = producer.send(record) {
+                            tracing::warn!(error = %e, "dead-letter topic refused a record; it is kept in clickhouse");
+                        }
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                metrics.broker_errors.inc();
+                tracing::warn!(error = %e, "kafka error; retrying");
+            }
+            None => {}
+        }
+
+        if last_tick.elapsed() >= tick_every {
+            last_tick = StdInstant::now();
+            if cfg.engine.clock == ClockMode::Wall {
+                let now = chrono::Utc::now().timestamp();
+                let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
+                for p in s.processors.values_mut() {
+                    p.engine.advance_to(now);
+                }
+            }
+            let s = shared.lock().unwrap_or_else(|e| e.into_inner());
+            let open: usize = s.processors.values().map(|p| p.engine.case_count()).sum();
+            metrics.cases_in_memory.set(open as i64);
+            // Lag: one watermark request per assigned partition, every couple of seconds.
+            if last_lag.elapsed() >= Duration::from_secs(2) {
+                last_lag = StdInstant::now();
+                for (&partition, p) in &s.processors {
+                    if let Ok((_, high)) = consumer.fetch_watermarks(
+                        &cfg.kafka.topic,
+                        partition,
+                        Duration::from_millis(500),
+                    ) {
+                        metrics.set_lag(partition, Some(high - p.next_offset as i64));
+                    }
+                }
+            }
+        }
+
+        let pending: usize = shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .processors
+            .values()
+            .map(|p| p.pending_events())
+            .sum();
+        if pending >= batch_events
+            || (last_flush.elapsed() >= batch_every && (pending > 0 || pending_dead_letters > 0))
+            || last_flush.elapsed() >= batch_every * 4
+        {
+            flush_and_commit(&shared, &consumer, &producer, CommitMode::Async)?;
+            pending_dead_letters = 0;
+            last_flush = StdInstant::now();
+        }
+
+        if let Some(idle) = opts.exit_when_idle {
+            if last_message.elapsed() >= idle && pending == 0 {
+                tracing::info!("idle: stopping");
+                break;
+            }
+        }
+    }
+
+    // Graceful shutdown: flush and commit within the drain deadline.
+    let drain = Duration::from_secs(cfg.pipeline.drain_timeout_secs);
+    let started = StdInstant::now();
+    flush_and_commit(&shared, &consumer, &producer, CommitMode::Sync)?;
+    tracing::info!(
+        seconds = started.elapsed().as_secs_f64(),
+        deadline = drain.as_secs(),
+        "flushed and committed; stopping"
+    );
+    metrics.ready.store(false, Ordering::Relaxed);
+    consumer.unsubscribe();
+    Ok(())
+}
+
+fn flush_and_commit(
+    shared: &Arc<Mutex<Shared>>,
+    consumer: &BaseConsumer<Context>,
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    mode: CommitMode,
+) -> anyhow::Result<()> {
+    let offsets = shared
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .flush(None)?;
+    // Dead letters must reach their topic before the offsets that produced them are committed.
+    producer.flush(Duration::from_secs(30))?;
+    if offsets.count() > 0 {
+        if let Err(e) = consumer.commit(&offsets, mode) {
+            tracing::warn!(error = %e, "offset commit failed; clickhouse checkpoints stay authoritative");
+        }
+    }
+    Ok(())
+}
+
+/// Brings an evicted case back from the events stored in ClickHouse.
+fn restore_evicted(
+    p: &mut PartitionProcessor,
+    payload: &[u8],
+    rt: &Handle,
+    client: &::clickhouse::Client,
+) -> anyhow::Result<()> {
+    let case_id = match crate::core::event::parse_event(payload, i64::MAX / 4) {
+        Ok(e) => e.case_id,
+        Err(_) => return Ok(()),
+    };
+    let payloads: Vec<String> = rt.block_on(
+        client
+            .query("SELECT payload FROM events FINAL WHERE case_id = ? AND topic = ? AND partition = ? ORDER BY offset")
+            .bind(&case_id)
+            .bind(&p.origin.topic)
+            .bind(p.origin.partition)
+            .fetch_all::<String>(),
+    )?;
+    let mut scratch = Engine::new(p.engine.rules().clone(), p.engine.calendars().clone());
+    for raw in &payloads {
+        if let Ok(e) = crate::core::event::parse_event(raw.as_bytes(), i64::MAX / 4) {
+            scratch.apply(&e);
+        }
+    }
+    match scratch.snapshot_case(&case_id) {
+        Some(snapshot) => p.engine.restore_case(&snapshot),
+        None => p.engine.forget_eviction(&case_id),
+    }
+    Ok(())
+}

@@ -1,0 +1,205 @@
+//! The pipeline: one [`PartitionProcessor`] per source partition (a Kafka partition, or a
+//! replayed file), turning raw messages into engine input and engine output into ClickHouse
+//! batches that end with a checkpoint.
+//!
+//! Exactly-once effect: every applied event is stored in `events` with its (topic, partition,
+//! offset); a partition's checkpoint is written after all rows of a flush. A processor taking a
+//! partition over rebuilds its engine by re-applying the stored events below the checkpoint
+//! (never from local disk); events delivered again after that are duplicates by event id and
+//! change nothing, and every output row is an absolute value, so rewriting it is harmless.
+
+pub mod kafka;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::core::engine::{ApplyOutcome, Engine};
+use crate::core::event::{parse_event, Reason};
+use crate::sinks::clickhouse::rows::{
+    datetime, Batch, CheckpointRecord, DeadLetterRecord, EventRecord, Origin,
+};
+
+/// Versions of written rows: nanoseconds of the wall clock, strictly increasing in a process.
+/// A restarted process writes later versions than the one before it (clocks do not run back
+/// by more than the restart takes).
+pub struct VersionClock {
+    last: AtomicU64,
+}
+
+impl VersionClock {
+    /// A clock that never goes below `floor`.
+    pub const fn new(floor: u64) -> Self {
+        Self {
+            last: AtomicU64::new(floor),
+        }
+    }
+
+    /// The next version.
+    pub fn next(&self) -> u64 {
+        let now = u64::try_from(chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)).unwrap_or(0);
+        let mut prev = self.last.load(Ordering::Relaxed);
+        loop {
+            let v = now.max(prev + 1);
+            match self
+                .last
+                .compare_exchange(prev, v, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return v,
+                Err(p) => prev = p,
+            }
+        }
+    }
+}
+
+/// The process-wide version clock.
+pub static VERSIONS: VersionClock = VersionClock::new(0);
+
+/// What happened to one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    Applied,
+    Duplicate,
+    DeadLetter(Reason),
+    /// The case had been evicted; the caller restores it and hands the message in again.
+    Evicted,
+}
+
+/// One partition's engine and the rows it has produced since its last flush.
+pub struct PartitionProcessor {
+    pub origin: Origin,
+    pub engine: Engine,
+    /// Rows of applied events and dead letters since the last drain.
+    pending: Batch,
+    /// Offset of the next message to read (the checkpoint after a drain).
+    pub next_offset: u64,
+    /// Offset from which messages count (below it they were applied before a takeover).
+    pub checkpoint: u64,
+    /// Whether the origin is a file (positions are line numbers).
+    file: Option<String>,
+}
+
+impl PartitionProcessor {
+    /// A processor with an empty engine starting at `checkpoint`.
+    pub fn new(origin: Origin, engine: Engine, checkpoint: u64, file: Option<String>) -> Self {
+        Self {
+            origin,
+            engine,
+            pending: Batch::default(),
+            next_offset: checkpoint,
+            checkpoint,
+            file,
+        }
+    }
+
+    /// Handles the message at `offset`. `wall_now` is the clock of `future_timestamp`.
+    pub fn handle(&mut self, offset: u64, raw: &[u8], wall_now: i64) -> Handled {
+        self.next_offset = self.next_offset.max(offset + 1);
+        let event = match parse_event(raw, wall_now) {
+            Ok(e) => e,
+            Err(reason) => {
+                self.pending
+                    .dead_letters
+                    .push(self.dead_letter(offset, raw, reason, wall_now));
+                return Handled::DeadLetter(reason);
+            }
+        };
+        match self.engine.apply(&event) {
+            ApplyOutcome::Applied => {
+                self.pending
+                    .events
+                    .push(EventRecord::new(&event, raw, &self.origin, offset));
+                Handled::Applied
+            }
+            ApplyOutcome::Duplicate => Handled::Duplicate,
+            ApplyOutcome::Evicted => Handled::Evicted,
+        }
+    }
+
+    fn dead_letter(
+        &self,
+        offset: u64,
+        raw: &[u8],
+        reason: Reason,
+        wall_now: i64,
+    ) -> DeadLetterRecord {
+        let (origin, file, line, topic, partition, kafka_offset) = match &self.file {
+            Some(f) => (format!("file:{f}"), f.clone(), offset, String::new(), 0, 0),
+            None => (
+                format!("{}/{}", self.origin.topic, self.origin.partition),
+                String::new(),
+                0,
+                self.origin.topic.clone(),
+                self.origin.partition,
+                offset,
+            ),
+        };
+        DeadLetterRecord {
+            origin,
+            position: offset,
+            topic,
+            partition,
+            offset: kafka_offset,
+            file,
+            line,
+            reason: reason.to_string(),
+            raw: String::from_utf8_lossy(raw).into_owned(),
+            received_at: datetime(wall_now),
+            version: 0,
+        }
+    }
+
+    /// Everything to write since the last drain, ending with this partition's checkpoint.
+    pub fn drain(&mut self) -> Batch {
+        let mut batch = std::mem::take(&mut self.pending);
+        let changes = self.engine.take_changes();
+        let rules = self.engine.rules().clone();
+        batch.add_changes(&changes, self.engine.syms(), &rules, &self.origin);
+        batch.checkpoints.push(CheckpointRecord {
+            topic: self.origin.topic.clone(),
+            partition: self.origin.partition,
+            next_offset: self.next_offset,
+            engine_time: datetime(self.engine.now()),
+            version: 0,
+        });
+        self.checkpoint = self.next_offset;
+        batch
+    }
+
+    /// Events handed in since the last drain.
+    pub fn pending_events(&self) -> usize {
+        self.pending.events.len() + self.pending.dead_letters.len()
+    }
+}
+
+/// Reads a partition's checkpoint and stored events and rebuilds its engine from them.
+pub async fn rebuild(
+    client: &::clickhouse::Client,
+    origin: Origin,
+    mut engine: Engine,
+    file: Option<String>,
+) -> Result<PartitionProcessor, ::clickhouse::error::Error> {
+    let checkpoint: Option<u64> = client
+        .query("SELECT next_offset FROM checkpoints FINAL WHERE topic = ? AND partition = ?")
+        .bind(&origin.topic)
+        .bind(origin.partition)
+        .fetch_optional::<u64>()
+        .await?;
+    let checkpoint = checkpoint.unwrap_or(0);
+    if checkpoint > 0 {
+        let mut cursor = client
+            .query("SELECT payload FROM events FINAL WHERE topic = ? AND partition = ? AND offset < ? ORDER BY offset")
+            .bind(&origin.topic)
+            .bind(origin.partition)
+            .bind(checkpoint)
+            .fetch::<String>()?;
+        // Stored events passed validation when they arrived; the wall clock of then is gone.
+        let any_time = i64::MAX / 4;
+        while let Some(payload) = cursor.next().await? {
+            if let Ok(e) = parse_event(payload.as_bytes(), any_time) {
+                engine.apply(&e);
+            }
+        }
+        // Their rows were written before the checkpoint: nothing to write again.
+        engine.take_changes();
+    }
+    Ok(PartitionProcessor::new(origin, engine, checkpoint, file))
+}

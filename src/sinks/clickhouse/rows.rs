@@ -1,0 +1,430 @@
+//! Row types of the ClickHouse tables (RowBinary layout: `DateTime` = u32 seconds, `Date` = u16
+//! days, `Nullable(T)` = `Option<T>`), and their construction from engine output.
+
+use ::clickhouse::Row;
+use serde::{Deserialize, Serialize};
+
+use crate::core::aggregate::{Counters, DailyKey};
+use crate::core::calendar::Instant;
+use crate::core::engine::{AnomalyRow, CaseRow, Interner};
+use crate::core::event::CaseEvent;
+use crate::core::rules::{AnomalyKind, Rules};
+
+/// An instant as a `DateTime` (clamped to its 1970–2106 range).
+pub fn datetime(t: Instant) -> u32 {
+    t.clamp(0, i64::from(u32::MAX)) as u32
+}
+
+/// The alert id of a (case, kind): a stable hash, the same in every run.
+pub fn alert_id(case_id: &str, kind: AnomalyKind) -> String {
+    let mut bytes = Vec::with_capacity(case_id.len() + 32);
+    bytes.extend_from_slice(case_id.as_bytes());
+    bytes.push(0);
+    bytes.extend_from_slice(kind.as_str().as_bytes());
+    format!("{:016x}", crate::core::case::stable_hash(&bytes))
+}
+
+/// Where a partition's rows come from: a Kafka partition or a replayed file.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Origin {
+    pub topic: String,
+    pub partition: u32,
+}
+
+/// `events`.
+#[derive(Debug, Clone, Row, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EventRecord {
+    pub event_id: String,
+    pub case_id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub occurred_at: u32,
+    pub recorded_at: u32,
+    pub source: String,
+    pub center_id: String,
+    pub window_id: String,
+    pub payload: String,
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+    pub version: u64,
+}
+
+impl EventRecord {
+    /// The row of an applied event at `offset` of `origin`.
+    pub fn new(e: &CaseEvent, raw: &[u8], origin: &Origin, offset: u64) -> Self {
+        Self {
+            event_id: e.event_id.clone(),
+            case_id: e.case_id.clone(),
+            kind: e.body.type_name().to_string(),
+            occurred_at: datetime(e.occurred_at),
+            recorded_at: datetime(e.recorded_at),
+            source: e.source.as_str().to_string(),
+            center_id: e.center_id.clone(),
+            window_id: e.window_id.clone().unwrap_or_default(),
+            payload: String::from_utf8_lossy(raw).into_owned(),
+            topic: origin.topic.clone(),
+            partition: origin.partition,
+            offset,
+            version: 0,
+        }
+    }
+}
+
+/// `cases`.
+#[derive(Debug, Clone, Row, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CaseRecord {
+    pub case_id: String,
+    pub center_id: String,
+    pub window_id: String,
+    pub department: String,
+    pub item_code: String,
+    pub item_name: String,
+    pub item_kind: String,
+    pub status: String,
+    pub submitted_at: Option<u32>,
+    pub accepted_at: Option<u32>,
+    pub promised_deadline: Option<u32>,
+    pub legal_deadline: Option<u32>,
+    pub completed_at: Option<u32>,
+    pub ended_at: Option<u32>,
+    pub outcome: String,
+    pub on_time: u8,
+    pub early: u8,
+    pub on_site: u8,
+    pub overdue: u8,
+    pub handling_seconds: Option<i64>,
+    pub promised_seconds: Option<i64>,
+    pub alert_level: String,
+    pub rating: Option<u8>,
+    pub rating_is_default: u8,
+    pub rated_at: Option<u32>,
+    pub events: u32,
+    pub topic: String,
+    pub partition: u32,
+    pub version: u64,
+}
+
+impl CaseRecord {
+    /// The row of a case.
+    pub fn new(row: &CaseRow, syms: &Interner, rules: &Rules, origin: &Origin) -> Self {
+        let f = &row.facts;
+        let s = |sym| syms.resolve(sym).to_string();
+        Self {
+            case_id: row.case_id.clone(),
+            center_id: s(f.center),
+            window_id: s(f.window),
+            department: s(f.department),
+            item_code: s(f.item_code),
+            item_name: s(row.item_name),
+            item_kind: f
+                .item_kind
+                .map(|k| k.as_str())
+                .unwrap_or_default()
+                .to_string(),
+            status: f.status.as_str().to_string(),
+            submitted_at: f.submitted_at.map(datetime),
+            accepted_at: f.accepted_at.map(datetime),
+            promised_deadline: f.promised_deadline.map(datetime),
+            legal_deadline: f.legal_deadline.map(datetime),
+            completed_at: f.completed_at.map(datetime),
+            ended_at: f.ended_at.map(datetime),
+            outcome: f
+                .outcome
+                .map(|o| o.as_str())
+                .unwrap_or_default()
+                .to_string(),
+            on_time: u8::from(f.on_time),
+            early: u8::from(f.early),
+            on_site: u8::from(f.on_site),
+            overdue: u8::from(f.overdue()),
+            handling_seconds: f.handling_seconds,
+            promised_seconds: f.promised_seconds,
+            alert_level: f
+                .alert_level(rules)
+                .map(|l| l.as_str())
+                .unwrap_or_default()
+                .to_string(),
+            rating: f.rating.map(|r| r.value),
+            rating_is_default: u8::from(f.rating.is_some_and(|r| r.is_default)),
+            rated_at: f.rating.map(|r| datetime(r.at)),
+            events: row.events,
+            topic: origin.topic.clone(),
+            partition: origin.partition,
+            version: 0,
+        }
+    }
+}
+
+/// `window_daily_parts`: one partition's `window_daily` row.
+#[derive(Debug, Clone, Row, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DailyRecord {
+    pub day: u16,
+    pub center_id: String,
+    pub window_id: String,
+    pub item_code: String,
+    pub received: i64,
+    pub accepted: i64,
+    pub not_accepted: i64,
+    pub completed: i64,
+    pub completed_promised: i64,
+    pub completed_on_time: i64,
+    pub completed_early: i64,
+    pub completed_on_site: i64,
+    pub withdrawn: i64,
+    pub became_overdue: i64,
+    pub handling_seconds: i64,
+    pub promised_seconds: i64,
+    pub rating_1: i64,
+    pub rating_2: i64,
+    pub rating_3: i64,
+    pub rating_4: i64,
+    pub rating_5: i64,
+    pub default_evaluations: i64,
+    pub alerts_warning: i64,
+    pub alerts_yellow: i64,
+    pub alerts_red: i64,
+    pub anomalies: i64,
+    pub topic: String,
+    pub partition: u32,
+    pub version: u64,
+}
+
+impl DailyRecord {
+    /// The row of an aggregate key.
+    pub fn new(key: &DailyKey, counters: &Counters, syms: &Interner, origin: &Origin) -> Self {
+        Self {
+            day: key.day.clamp(0, i64::from(u16::MAX)) as u16,
+            center_id: syms.resolve(key.center).to_string(),
+            window_id: syms.resolve(key.window).to_string(),
+            item_code: syms.resolve(key.item_code).to_string(),
+            received: counters[0],
+            accepted: counters[1],
+            not_accepted: counters[2],
+            completed: counters[3],
+            completed_promised: counters[4],
+            completed_on_time: counters[5],
+            completed_early: counters[6],
+            completed_on_site: counters[7],
+            withdrawn: counters[8],
+            became_overdue: counters[9],
+            handling_seconds: counters[10],
+            promised_seconds: counters[11],
+            rating_1: counters[12],
+            rating_2: counters[13],
+            rating_3: counters[14],
+            rating_4: counters[15],
+            rating_5: counters[16],
+            default_evaluations: counters[17],
+            alerts_warning: counters[18],
+            alerts_yellow: counters[19],
+            alerts_red: counters[20],
+            anomalies: counters[21],
+            topic: origin.topic.clone(),
+            partition: origin.partition,
+            version: 0,
+        }
+    }
+}
+
+/// `anomalies`.
+#[derive(Debug, Clone, Row, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AnomalyRecord {
+    pub case_id: String,
+    pub kind: String,
+    pub level: String,
+    pub detected_at: u32,
+    pub revoked: u8,
+    pub revoked_at: Option<u32>,
+    pub center_id: String,
+    pub window_id: String,
+    pub department: String,
+    pub item_code: String,
+    pub alert_id: String,
+    pub topic: String,
+    pub partition: u32,
+    pub version: u64,
+}
+
+/// `alerts`: the outbox of webhook delivery.
+#[derive(Debug, Clone, Row, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AlertRecord {
+    pub alert_id: String,
+    pub case_id: String,
+    pub kind: String,
+    pub level: String,
+    pub center_id: String,
+    pub window_id: String,
+    pub department: String,
+    pub item_code: String,
+    pub item_name: String,
+    pub accepted_at: Option<u32>,
+    pub promised_deadline: Option<u32>,
+    pub legal_deadline: Option<u32>,
+    pub detected_at: u32,
+    pub revoked: u8,
+    pub revoked_at: Option<u32>,
+    pub topic: String,
+    pub partition: u32,
+    pub version: u64,
+}
+
+/// The `anomalies` and `alerts` rows of an anomaly change.
+pub fn anomaly_records(
+    a: &AnomalyRow,
+    syms: &Interner,
+    origin: &Origin,
+) -> (AnomalyRecord, AlertRecord) {
+    let f = &a.case.facts;
+    let s = |sym| syms.resolve(sym).to_string();
+    let id = alert_id(&a.case.case_id, a.change.kind);
+    let revoked = u8::from(a.change.revoked_at.is_some());
+    let revoked_at = a.change.revoked_at.map(datetime);
+    (
+        AnomalyRecord {
+            case_id: a.case.case_id.clone(),
+            kind: a.change.kind.as_str().to_string(),
+            level: a.change.level.as_str().to_string(),
+            detected_at: datetime(a.change.detected_at),
+            revoked,
+            revoked_at,
+            center_id: s(f.center),
+            window_id: s(f.window),
+            department: s(f.department),
+            item_code: s(f.item_code),
+            alert_id: id.clone(),
+            topic: origin.topic.clone(),
+            partition: origin.partition,
+            version: 0,
+        },
+        AlertRecord {
+            alert_id: id,
+            case_id: a.case.case_id.clone(),
+            kind: a.change.kind.as_str().to_string(),
+            level: a.change.level.as_str().to_string(),
+            center_id: s(f.center),
+            window_id: s(f.window),
+            department: s(f.department),
+            item_code: s(f.item_code),
+            item_name: s(a.case.item_name),
+            accepted_at: f.accepted_at.map(datetime),
+            promised_deadline: f.promised_deadline.map(datetime),
+            legal_deadline: f.legal_deadline.map(datetime),
+            detected_at: datetime(a.change.detected_at),
+            revoked,
+            revoked_at,
+            topic: origin.topic.clone(),
+            partition: origin.partition,
+            version: 0,
+        },
+    )
+}
+
+/// `dead_letters`.
+#[derive(Debug, Clone, Row, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeadLetterRecord {
+    pub origin: String,
+    pub position: u64,
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+    pub file: String,
+    pub line: u64,
+    pub reason: String,
+    pub raw: String,
+    pub received_at: u32,
+    pub version: u64,
+}
+
+/// `checkpoints`.
+#[derive(Debug, Clone, Row, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CheckpointRecord {
+    pub topic: String,
+    pub partition: u32,
+    pub next_offset: u64,
+    pub engine_time: u32,
+    pub version: u64,
+}
+
+/// Everything one flush writes; the checkpoints go last.
+#[derive(Debug, Default, Clone)]
+pub struct Batch {
+    pub events: Vec<EventRecord>,
+    pub dead_letters: Vec<DeadLetterRecord>,
+    pub cases: Vec<CaseRecord>,
+    pub daily: Vec<DailyRecord>,
+    pub anomalies: Vec<AnomalyRecord>,
+    pub alerts: Vec<AlertRecord>,
+    pub checkpoints: Vec<CheckpointRecord>,
+}
+
+impl Batch {
+    /// True when there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+            && self.dead_letters.is_empty()
+            && self.cases.is_empty()
+            && self.daily.is_empty()
+            && self.anomalies.is_empty()
+            && self.alerts.is_empty()
+            && self.checkpoints.is_empty()
+    }
+
+    /// Rows in the batch.
+    pub fn rows(&self) -> usize {
+        self.events.len()
+            + self.dead_letters.len()
+            + self.cases.len()
+            + self.daily.len()
+            + self.anomalies.len()
+            + self.alerts.len()
+            + self.checkpoints.len()
+    }
+
+    /// Stamps every row with the flush's version.
+    pub fn set_version(&mut self, v: u64) {
+        self.events.iter_mut().for_each(|r| r.version = v);
+        self.dead_letters.iter_mut().for_each(|r| r.version = v);
+        self.cases.iter_mut().for_each(|r| r.version = v);
+        self.daily.iter_mut().for_each(|r| r.version = v);
+        self.anomalies.iter_mut().for_each(|r| r.version = v);
+        self.alerts.iter_mut().for_each(|r| r.version = v);
+        self.checkpoints.iter_mut().for_each(|r| r.version = v);
+    }
+
+    /// Adds the engine's drained changes for one origin.
+    pub fn add_changes(
+        &mut self,
+        changes: &crate::core::engine::Changes,
+        syms: &Interner,
+        rules: &Rules,
+        origin: &Origin,
+    ) {
+        self.cases.extend(
+            changes
+                .cases
+                .iter()
+                .map(|r| CaseRecord::new(r, syms, rules, origin)),
+        );
+        self.daily.extend(
+            changes
+                .window_daily
+                .iter()
+                .map(|(k, c)| DailyRecord::new(k, c, syms, origin)),
+        );
+        // One row per (case, kind) and flush: the last change wins (rows of one flush share a
+        // version, and ReplacingMergeTree does not order equal versions).
+        let mut last: std::collections::HashMap<(&str, AnomalyKind), usize> =
+            std::collections::HashMap::new();
+        for (i, a) in changes.anomalies.iter().enumerate() {
+            last.insert((a.case.case_id.as_str(), a.change.kind), i);
+        }
+        let mut keep: Vec<usize> = last.into_values().collect();
+        keep.sort_unstable();
+        for i in keep {
+            let (anomaly, alert) = anomaly_records(&changes.anomalies[i], syms, origin);
+            self.anomalies.push(anomaly);
+            self.alerts.push(alert);
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Writes a [`Batch`] to ClickHouse: every table's rows, then the checkpoints, retrying
+//! transient failures with exponential backoff until they succeed and failing fast on
+//! permanent ones (the server's error code decides, as in vector's ClickHouse retry logic).
+
+use std::time::Duration;
+
+use ::clickhouse::{Client, Row};
+use serde::Serialize;
+
+use super::rows::Batch;
+
+/// Why a write failed for good.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The server refused the rows in a way retrying cannot fix (schema mismatch, unknown
+    /// table or database): run `casewatch migrate` or fix the configuration.
+    #[error("clickhouse refused the write permanently (run `casewatch migrate`?): {0}")]
+    Permanent(String),
+    /// Gave up after the configured attempts (only when a limit is set).
+    #[error("clickhouse write failed after {attempts} attempts: {last}")]
+    Exhausted { attempts: u32, last: String },
+}
+
+/// ClickHouse error codes that no retry can fix.
+const PERMANENT_CODES: [u32; 12] = [
+    16,  // NO_SUCH_COLUMN_IN_TABLE
+    27,  // CANNOT_PARSE_INPUT_ASSERTION_FAILED
+    33,  // CANNOT_READ_ALL_DATA (RowBinary layout differs from the table)
+    36,  // BAD_ARGUMENTS
+    47,  // UNKNOWN_IDENTIFIER
+    53,  // TYPE_MISMATCH
+    60,  // UNKNOWN_TABLE
+    62,  // SYNTAX_ERROR
+    81,  // UNKNOWN_DATABASE
+    117, // INCORRECT_DATA
+    192, // UNKNOWN_USER
+    516, // AUTHENTICATION_FAILED
+];
+
+/// Whether an error is worth retrying.
+pub fn is_transient(e: &::clickhouse::error::Error) -> bool {
+    match e {
+        ::clickhouse::error::Error::BadResponse(text) => {
+            !PERMANENT_CODES.contains(&error_code(text).unwrap_or(0))
+        }
+        ::clickhouse::error::Error::Network(_) | ::clickhouse::error::Error::TimedOut => true,
+        _ => false,
+    }
+}
+
+/// The `Code: N` of a ClickHouse error text.
+fn error_code(text: &str) -> Option<u32> {
+    let rest = &text[text.find("Code: ")? + 6..];
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Called with the text of each failed write attempt.
+pub type ErrorHook = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Writes batches; cheap to clone.
+#[derive(Clone)]
+pub struct ClickhouseWriter {
+    client: Client,
+    /// First retry delay; doubles up to `max_backoff`.
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Give up after this many attempts (None: retry until it works — the pipeline's choice,
+    /// since dropping rows is never an option).
+    pub max_attempts: Option<u32>,
+    /// Called after each failed attempt (metrics, health).
+    pub on_error: Option<ErrorHook>,
+}
+
+impl ClickhouseWriter {
+    /// A writer retrying forever from 100 ms to 10 s.
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+            max_attempts: None,
+            on_error: None,
+        }
+    }
+
+    /// The client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Writes a batch: data tables first, checkpoints last.
+    pub async fn write(&self, batch: &Batch) -> Result<(), SinkError> {
+        self.insert_all("events", &batch.events).await?;
+        self.insert_all("dead_letters", &batch.dead_letters).await?;
+        self.insert_all("cases", &batch.cases).await?;
+        self.insert_all("window_daily_parts", &batch.daily).await?;
+        self.insert_all("anomalies", &batch.anomalies).await?;
+        self.insert_all("alerts", &batch.alerts).await?;
+        self.insert_all("checkpoints", &batch.checkpoints).await?;
+        Ok(())
+    }
+
+    /// Inserts rows into a table, retrying transient failures.
+    pub async fn insert_all<T>(
+        &self,
+        table: &str,
+        rows: &[T],
+    ) -> Result<(), SinkError>
+    where
+        T: for<'a> Row<Value<'a> = T> + Serialize + Send + Sync,
+    {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut backoff = self.initial_backoff;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            match self.try_insert(table, rows).await {
+                Ok(()) => return Ok(()),
+                Err(e) if !is_transient(&e) => {
+                    return Err(SinkError::Permanent(format!("{table}: {e}")))
+                }
+                Err(e) => {
+                    let text = e.to_string();
+                    if let Some(f) = &self.on_error {
+                        f(&text);
+                    }
+                    if self.max_attempts.is_some_and(|m| attempt >= m) {
+                        return Err(SinkError::Exhausted {
+                            attempts: attempt,
+                            last: text,
+                        });
+                    }
+                    tracing::warn!(table, attempt, error = %text, "clickhouse write failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.max_backoff);
+                }
+            }
+        }
+    }
+
+    async fn try_insert<T>(&self, table: &str, rows: &[T]) -> Result<(), ::clickhouse::error::Error>
+    where
+        T: for<'a> Row<Value<'a> = T> + Serialize + Send + Sync,
+    {
+        let mut insert = self.client.insert::<T>(table).await?;
+        for r in rows {
+            insert.write(r).await?;
+        }
+        insert.end().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_decide_retry() {
+        assert_eq!(
+            error_code("Code: 60, e.displayText() = DB::Exception: Table x doesn't exist"),
+            Some(60)
+        );
+        assert!(!is_transient(&::clickhouse::error::Error::BadResponse(
+            "Code: 60, e.displayText()".into()
+        )));
+        assert!(is_transient(&::clickhouse::error::Error::BadResponse(
+            "Code: 241, memory limit".into()
+        )));
+        assert!(is_transient(&::clickhouse::error::Error::TimedOut));
+    }
+}

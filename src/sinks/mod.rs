@@ -1,0 +1,3 @@
+//! Sinks: where the engine's results go. Thin adapters; no business rule lives here.
+
+pub mod clickhouse;

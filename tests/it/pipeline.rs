@@ -1,0 +1,316 @@
+//! The ClickHouse sink against the real server: `replay --sink clickhouse` writes exactly the
+//! rows `replay --out` writes, a second run changes nothing, and an interrupted run resumes
+//! from its checkpoint to the same end state.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use casewatch::sinks::clickhouse::rows::CaseRecord;
+
+use crate::support::TestDb;
+
+pub const AS_OF: &str = "2020-03-01T00:00:00+08:00";
+
+/// Simulated events (with duplicates and invalid lines) as NDJSON lines.
+pub fn simulated_lines(seed: u64, months: u32, scale: f64) -> Vec<String> {
+    use casewatch::simulate::{generate, Profile, SimOptions};
+    let opts = SimOptions {
+        seed,
+        start: chrono::NaiveDate::from_ymd_opt(2019, 12, 1).unwrap(),
+        months,
+        scale,
+        invalid_rate: 0.01,
+        duplicate_rate: 0.01,
+    };
+    generate(&Profile::county(), &opts)
+        .into_iter()
+        .map(|e| e.line)
+        .collect()
+}
+
+/// The `casewatch` binary pointed at a test database.
+pub fn casewatch(db: &TestDb) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_casewatch"));
+    c.env("CASEWATCH__CLICKHOUSE__URL", &db.url)
+        .env("CASEWATCH__CLICKHOUSE__DATABASE", &db.name)
+        .env("RUST_LOG", "warn");
+    c
+}
+
+pub fn run_ok(c: &mut Command) -> String {
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{:?} failed: {}",
+        c,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn ts(t: Option<u32>) -> String {
+    t.map(|t| casewatch::replay::format_utc(i64::from(t)))
+        .unwrap_or_default()
+}
+
+fn csv_rows(path: &Path) -> Vec<Vec<String>> {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    r.records()
+        .map(|rec| rec.unwrap().iter().map(str::to_string).collect())
+        .collect()
+}
+
+/// The tables as the CSV outputs would show them, read back from ClickHouse.
+pub async fn tables_as_csv(db: &TestDb) -> BTreeMap<&'static str, Vec<Vec<String>>> {
+    let c = db.client();
+    let mut out = BTreeMap::new();
+    let cases: Vec<CaseRecord> = c
+        .query("SELECT ?fields FROM cases FINAL ORDER BY case_id")
+        .fetch_all()
+        .await
+        .unwrap();
+    out.insert(
+        "cases",
+        cases
+            .iter()
+            .map(|r| {
+                vec![
+                    r.case_id.clone(),
+                    r.center_id.clone(),
+                    r.window_id.clone(),
+                    r.department.clone(),
+                    r.item_code.clone(),
+                    r.item_kind.clone(),
+                    r.status.clone(),
+                    ts(r.submitted_at),
+                    ts(r.accepted_at),
+                    ts(r.promised_deadline),
+                    ts(r.legal_deadline),
+                    ts(r.completed_at),
+                    r.outcome.clone(),
+                    r.on_time.to_string(),
+                    r.early.to_string(),
+                    r.on_site.to_string(),
+                    r.overdue.to_string(),
+                    r.handling_seconds
+                        .map(|h| h.to_string())
+                        .unwrap_or_default(),
+                    r.alert_level.clone(),
+                    r.rating.map(|v| v.to_string()).unwrap_or_default(),
+                    r.events.to_string(),
+                ]
+            })
+            .collect(),
+    );
+    let daily: Vec<String> = c
+        .query(
+            "SELECT arrayStringConcat([toString(day), center_id, window_id, item_code, toString(received), toString(accepted), \
+             toString(not_accepted), toString(completed), toString(completed_promised), toString(completed_on_time), \
+             toString(completed_early), toString(completed_on_site), toString(withdrawn), toString(became_overdue), \
+             toString(handling_seconds), toString(promised_seconds), toString(rating_1), toString(rating_2), \
+             toString(rating_3), toString(rating_4), toString(rating_5), toString(default_evaluations), \
+             toString(alerts_warning), toString(alerts_yellow), toString(alerts_red), toString(anomalies)], ',') \
+             FROM window_daily WHERE received + accepted + not_accepted + completed + withdrawn + became_overdue \
+             + rating_1 + rating_2 + rating_3 + rating_4 + rating_5 + default_evaluations + anomalies + completed_on_site != 0 \
+             ORDER BY day, center_id, window_id, item_code",
+        )
+        .fetch_all()
+        .await
+        .unwrap();
+    out.insert(
+        "window_daily",
+        daily
+            .iter()
+            .map(|l| l.split(',').map(str::to_string).collect())
+            .collect(),
+    );
+    let anomalies: Vec<(String, String, String, u32, String, String)> = c
+        .query("SELECT case_id, kind, level, detected_at, window_id, item_code FROM anomalies FINAL WHERE revoked = 0 ORDER BY case_id, kind")
+        .fetch_all()
+        .await
+        .unwrap();
+    out.insert(
+        "anomalies",
+        anomalies
+            .into_iter()
+            .map(|(c, k, l, d, w, i)| {
+                vec![c, k, l, casewatch::replay::format_utc(i64::from(d)), w, i]
+            })
+            .collect(),
+    );
+    let dead: Vec<(u64, String)> = c
+        .query("SELECT line, reason FROM dead_letters FINAL ORDER BY line")
+        .fetch_all()
+        .await
+        .unwrap();
+    out.insert(
+        "dead_letters",
+        dead.into_iter()
+            .map(|(l, r)| vec![l.to_string(), r])
+            .collect(),
+    );
+    let monthly: Vec<String> = c
+        .query(
+            "SELECT arrayStringConcat([formatDateTime(month, '%Y-%m'), center_id, window_id, toString(completed), \
+             toString(evaluations), ifNull(toString(on_time_rate), ''), ifNull(toString(early_rate), ''), \
+             ifNull(toString(satisfaction_rate), ''), ifNull(toString(speedup_rate), '')], ',') \
+             FROM window_monthly ORDER BY month, center_id, window_id",
+        )
+        .fetch_all()
+        .await
+        .unwrap();
+    out.insert(
+        "window_monthly",
+        monthly
+            .iter()
+            .map(|l| l.split(',').map(str::to_string).collect())
+            .collect(),
+    );
+    out
+}
+
+/// The CSV outputs of `replay --out`, in the same shape as [`tables_as_csv`].
+pub fn replay_csv(dir: &Path) -> BTreeMap<&'static str, Vec<Vec<String>>> {
+    let mut out = BTreeMap::new();
+    out.insert("cases", csv_rows(&dir.join("cases.csv")));
+    let mut anomalies = csv_rows(&dir.join("anomalies.csv"));
+    anomalies.sort();
+    out.insert("anomalies", anomalies);
+    out.insert("window_daily", csv_rows(&dir.join("window_daily.csv")));
+    out.insert("dead_letters", csv_rows(&dir.join("dead_letters.csv")));
+    // completed, evaluations and four rates; ClickHouse prints rates without trailing zeros.
+    let header: Vec<String> = csv::Reader::from_path(dir.join("window_monthly.csv"))
+        .unwrap()
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_string)
+        .collect();
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let pick = [
+        col("completed"),
+        col("evaluations"),
+        col("on_time_rate"),
+        col("early_rate"),
+        col("satisfaction_rate"),
+        col("speedup_rate"),
+    ];
+    let trim = |v: &str| -> String {
+        if v.is_empty() {
+            return String::new();
+        }
+        let f: f64 = v.parse().unwrap();
+        format!("{f}")
+    };
+    out.insert(
+        "window_monthly",
+        csv_rows(&dir.join("window_monthly.csv"))
+            .into_iter()
+            .map(|r| {
+                let mut row = vec![r[0].clone(), r[1].clone(), r[2].clone()];
+                row.extend(pick.iter().enumerate().map(|(i, &c)| {
+                    if i < 2 {
+                        r[c].clone()
+                    } else {
+                        trim(&r[c])
+                    }
+                }));
+                row
+            })
+            .collect(),
+    );
+    out
+}
+
+pub fn assert_same(
+    a: &BTreeMap<&'static str, Vec<Vec<String>>>,
+    b: &BTreeMap<&'static str, Vec<Vec<String>>>,
+) {
+    for (table, rows) in a {
+        let other = &b[table];
+        assert!(
+            !rows.is_empty() || table == &"dead_letters",
+            "{table} is empty"
+        );
+        if rows != other {
+            let first = rows.iter().zip(other).find(|(x, y)| x != y);
+            panic!(
+                "{table} differs: {} vs {} rows; first difference {first:?}",
+                rows.len(),
+                other.len()
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_into_clickhouse_equals_the_csv_replay_and_is_idempotent() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.ndjson");
+    std::fs::write(&file, simulated_lines(11, 3, 0.3).join("\n") + "\n").unwrap();
+
+    run_ok(casewatch(&db).arg("migrate"));
+    run_ok(casewatch(&db).arg("migrate")); // idempotent
+    run_ok(
+        casewatch(&db)
+            .args(["replay", "--sink", "clickhouse", "--as-of", AS_OF])
+            .arg(&file),
+    );
+    run_ok(
+        casewatch(&db)
+            .args(["replay", "--as-of", AS_OF, "--out"])
+            .arg(dir.path().join("out"))
+            .arg(&file),
+    );
+    let expected = replay_csv(&dir.path().join("out"));
+    let first = tables_as_csv(&db).await;
+    assert_same(&expected, &first);
+
+    // A second run resumes after the last line: nothing changes.
+    let log = run_ok(
+        casewatch(&db)
+            .args(["replay", "--sink", "clickhouse", "--as-of", AS_OF])
+            .arg(&file),
+    );
+    assert!(log.contains("0 applied"), "{log}");
+    assert_same(&first, &tables_as_csv(&db).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_replay_resumes_to_the_same_tables() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let lines = simulated_lines(12, 3, 0.2);
+    let full = dir.path().join("full").join("events.ndjson");
+    let part = dir.path().join("part").join("events.ndjson");
+    std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+    std::fs::create_dir_all(part.parent().unwrap()).unwrap();
+    std::fs::write(&full, lines.join("\n") + "\n").unwrap();
+    // The same file (same name) cut after 40 % of its lines: the first run stops there.
+    std::fs::write(&part, lines[..lines.len() * 2 / 5].join("\n") + "\n").unwrap();
+
+    run_ok(casewatch(&db).arg("migrate"));
+    run_ok(
+        casewatch(&db)
+            .args(["replay", "--sink", "clickhouse"])
+            .arg(&part),
+    );
+    let log = run_ok(
+        casewatch(&db)
+            .args(["replay", "--sink", "clickhouse", "--as-of", AS_OF])
+            .arg(&full),
+    );
+    assert!(log.contains("resumed at line"), "{log}");
+    run_ok(
+        casewatch(&db)
+            .args(["replay", "--as-of", AS_OF, "--out"])
+            .arg(dir.path().join("out"))
+            .arg(&full),
+    );
+    assert_same(
+        &replay_csv(&dir.path().join("out")),
+        &tables_as_csv(&db).await,
+    );
+}
