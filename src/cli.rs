@@ -53,6 +53,21 @@ pub enum Command {
     },
     /// Create the ClickHouse database and apply schema migrations (idempotent).
     Migrate,
+    /// Consume the events topic and keep ClickHouse up to date (the service).
+    Run {
+        /// Stop once no message arrived for this many seconds (demos, benchmarks, tests).
+        #[arg(long)]
+        exit_when_idle: Option<f64>,
+    },
+    /// Check in ClickHouse that window_daily equals what cases and anomalies imply.
+    Verify {
+        /// First day (YYYY-MM-DD, centre-local).
+        #[arg(long)]
+        from: chrono::NaiveDate,
+        /// Last day, inclusive.
+        #[arg(long)]
+        to: chrono::NaiveDate,
+    },
     /// Working-calendar questions: deadlines and working time of a centre.
     #[command(subcommand)]
     Calendar(CalendarCommand),
@@ -78,8 +93,14 @@ pub enum Command {
         #[arg(long, default_value_t = 0.002)]
         duplicate_rate: f64,
         /// Write NDJSON here (default: standard output).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "kafka")]
         out: Option<PathBuf>,
+        /// Produce to this Kafka topic instead (key = case_id), creating it when missing.
+        #[arg(long)]
+        kafka: Option<String>,
+        /// Partitions of a topic created by --kafka.
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
     },
 }
 
@@ -173,6 +194,14 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 Ok(0)
             })
         }
+        Command::Run { exit_when_idle } => {
+            let cfg = Config::load_from_process(config_path)?;
+            run_service(cfg, exit_when_idle)
+        }
+        Command::Verify { from, to } => {
+            let cfg = Config::load_from_process(config_path)?;
+            runtime()?.block_on(crate::verify::verify_command(&cfg, from, to))
+        }
         Command::Calendar(cmd) => {
             let cfg = Config::load_from_process(config_path)?;
             calendar_command(&cfg, &cmd)
@@ -186,6 +215,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             invalid_rate,
             duplicate_rate,
             out,
+            kafka,
+            partitions,
         } => {
             let profile =
                 Profile::named(&profile).with_context(|| format!("unknown profile {profile:?}"))?;
@@ -198,6 +229,10 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 duplicate_rate,
             };
             let events = crate::simulate::generate(&profile, &opts);
+            if let Some(topic) = kafka {
+                let cfg = Config::load_from_process(config_path)?;
+                return runtime()?.block_on(produce_to_kafka(&cfg, &topic, partitions, &events));
+            }
             let mut sink: Box<dyn Write> = match &out {
                 Some(p) => Box::new(std::io::BufWriter::new(
                     std::fs::File::create(p)
@@ -218,6 +253,96 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// `casewatch run`: the HTTP endpoint, signal handling, and the consumer loop on its thread.
+fn run_service(cfg: Config, exit_when_idle: Option<f64>) -> anyhow::Result<i32> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let rt = runtime()?;
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(&cfg.http.listen))
+        .with_context(|| format!("cannot listen on {}", cfg.http.listen))?;
+    tracing::info!(address = %listener.local_addr()?, "serving /healthz, /readyz and /metrics");
+    rt.spawn(crate::metrics::serve(listener, metrics.clone()));
+    rt.block_on(crate::pipeline::kafka::ensure_topic(
+        &cfg,
+        &cfg.kafka.dead_letter_topic,
+        1,
+    ))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        rt.spawn(async move {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => return,
+                };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            tracing::info!("signal received: draining");
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
+    let handle = rt.handle().clone();
+    let opts = crate::pipeline::kafka::RunOptions {
+        exit_when_idle: exit_when_idle.map(std::time::Duration::from_secs_f64),
+    };
+    let consumer = std::thread::Builder::new()
+        .name("consumer".into())
+        .spawn(move || crate::pipeline::kafka::run(&cfg, &handle, &metrics, &stop, opts))?;
+    match consumer.join() {
+        Ok(result) => result.map(|()| 0),
+        Err(_) => anyhow::bail!("the consumer thread panicked"),
+    }
+}
+
+/// `simulate --kafka`: produce the stream with key = case_id.
+async fn produce_to_kafka(
+    cfg: &Config,
+    topic: &str,
+    partitions: i32,
+    events: &[crate::simulate::SimEvent],
+) -> anyhow::Result<i32> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    crate::pipeline::kafka::ensure_topic(cfg, topic, partitions).await?;
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &cfg.kafka.brokers)
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?;
+    let started = std::time::Instant::now();
+    let mut inflight = Vec::with_capacity(4096);
+    for e in events {
+        let record = FutureRecord::to(topic).key(&e.case_id).payload(&e.line);
+        inflight.push(
+            producer
+                .send_result(record)
+                .map_err(|(e, _)| anyhow::anyhow!("produce failed: {e}"))?,
+        );
+        if inflight.len() >= 4096 {
+            for f in inflight.drain(..) {
+                f.await?
+                    .map_err(|(e, _)| anyhow::anyhow!("produce failed: {e}"))?;
+            }
+        }
+    }
+    for f in inflight {
+        f.await?
+            .map_err(|(e, _)| anyhow::anyhow!("produce failed: {e}"))?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "produced {} events to {topic} in {secs:.1} s ({:.0}/s)",
+        events.len(),
+        events.len() as f64 / secs.max(1e-9)
+    );
+    Ok(0)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

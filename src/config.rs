@@ -101,6 +101,10 @@ pub struct KafkaConfig {
     pub topic: String,
     pub dead_letter_topic: String,
     pub group_id: String,
+    /// Static group membership (`group.instance.id`): a restarted consumer with the same id
+    /// gets its partitions back without waiting for its old session to time out. Empty: off.
+    #[serde(default)]
+    pub instance_id: String,
     #[serde(default)]
     pub client: HashMap<String, String>,
 }

@@ -23,3 +23,4 @@ pub mod pipeline;
 pub mod replay;
 pub mod simulate;
 pub mod sinks;
+pub mod verify;

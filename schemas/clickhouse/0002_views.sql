@@ -32,7 +32,9 @@ SELECT
     sum(alerts_red) AS alerts_red,
     sum(anomalies) AS anomalies
 FROM window_daily_parts FINAL
-GROUP BY day, center_id, window_id, item_code;
+GROUP BY day, center_id, window_id, item_code
+-- Rows whose counts all went back to zero (e.g. an anomaly revoked) are left out.
+HAVING received + accepted + not_accepted + completed + completed_promised + completed_on_time + completed_early + completed_on_site + withdrawn + became_overdue + rating_1 + rating_2 + rating_3 + rating_4 + rating_5 + default_evaluations + alerts_warning + alerts_yellow + alerts_red + anomalies > 0;
 
 CREATE VIEW IF NOT EXISTS window_monthly AS
 SELECT
@@ -107,4 +109,5 @@ FROM
         if((m_promised_seconds) = 0, NULL, floor(((m_promised_seconds - m_handling_seconds) * 20000 + (m_promised_seconds)) / (2 * (m_promised_seconds))) / 10000) AS speedup_rate
     FROM window_daily_parts FINAL
     GROUP BY month, center_id, window_id
+    HAVING m_received + m_accepted + m_not_accepted + m_completed + m_completed_promised + m_completed_on_time + m_completed_early + m_completed_on_site + m_withdrawn + m_became_overdue + m_rating_1 + m_rating_2 + m_rating_3 + m_rating_4 + m_rating_5 + m_default_evaluations + m_alerts_warning + m_alerts_yellow + m_alerts_red + m_anomalies > 0
 );

@@ -205,7 +205,12 @@ pub fn run(
         .set("fetch.wait.max.ms", "20")
         // Flushes block polling while ClickHouse is down; stay in the group meanwhile.
         .set("max.poll.interval.ms", "3600000")
-        .set("session.timeout.ms", "45000");
+        // A crashed consumer holds its partitions until its session times out.
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000");
+    if !cfg.kafka.instance_id.is_empty() {
+        client.set("group.instance.id", &cfg.kafka.instance_id);
+    }
     for (k, v) in &cfg.kafka.client {
         client.set(k, v);
     }
@@ -352,7 +357,11 @@ pub fn run(
         }
 
         if let Some(idle) = opts.exit_when_idle {
-            if last_message.elapsed() >= idle && pending == 0 {
+            // Idle means: partitions assigned, nothing new for `idle`, and at the high watermark.
+            if last_message.elapsed() >= idle
+                && pending == 0
+                && caught_up(&shared, &consumer, &cfg.kafka.topic)
+            {
                 tracing::info!("idle: stopping");
                 break;
             }
@@ -371,6 +380,17 @@ pub fn run(
     metrics.ready.store(false, Ordering::Relaxed);
     consumer.unsubscribe();
     Ok(())
+}
+
+/// Whether partitions are assigned and each has been read up to its high watermark.
+fn caught_up(shared: &Arc<Mutex<Shared>>, consumer: &BaseConsumer<Context>, topic: &str) -> bool {
+    let s = shared.lock().unwrap_or_else(|e| e.into_inner());
+    !s.processors.is_empty()
+        && s.processors.iter().all(|(&partition, p)| {
+            consumer
+                .fetch_watermarks(topic, partition, Duration::from_secs(2))
+                .is_ok_and(|(_, high)| p.next_offset as i64 >= high)
+        })
 }
 
 fn flush_and_commit(
@@ -421,6 +441,29 @@ fn restore_evicted(
     match scratch.snapshot_case(&case_id) {
         Some(snapshot) => p.engine.restore_case(&snapshot),
         None => p.engine.forget_eviction(&case_id),
+    }
+    Ok(())
+}
+
+/// Creates a topic when it does not exist yet (the broker may not auto-create topics).
+pub async fn ensure_topic(cfg: &Config, topic: &str, partitions: i32) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::types::RDKafkaErrorCode;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.kafka.brokers)
+        .create()?;
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, e)) => anyhow::bail!("cannot create topic {t}: {e}"),
+        }
     }
     Ok(())
 }

@@ -6,5 +6,6 @@
 mod cli;
 mod contract;
 mod pipeline;
+mod service;
 mod smoke;
 mod support;

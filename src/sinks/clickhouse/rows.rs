@@ -227,6 +227,36 @@ impl DailyRecord {
     }
 }
 
+impl DailyRecord {
+    /// The counters, in [`crate::core::aggregate::COUNTER_NAMES`] order.
+    pub fn counters(&self) -> Counters {
+        [
+            self.received,
+            self.accepted,
+            self.not_accepted,
+            self.completed,
+            self.completed_promised,
+            self.completed_on_time,
+            self.completed_early,
+            self.completed_on_site,
+            self.withdrawn,
+            self.became_overdue,
+            self.handling_seconds,
+            self.promised_seconds,
+            self.rating_1,
+            self.rating_2,
+            self.rating_3,
+            self.rating_4,
+            self.rating_5,
+            self.default_evaluations,
+            self.alerts_warning,
+            self.alerts_yellow,
+            self.alerts_red,
+            self.anomalies,
+        ]
+    }
+}
+
 /// `anomalies`.
 #[derive(Debug, Clone, Row, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AnomalyRecord {
@@ -419,12 +449,40 @@ impl Batch {
         for (i, a) in changes.anomalies.iter().enumerate() {
             last.insert((a.case.case_id.as_str(), a.change.kind), i);
         }
-        let mut keep: Vec<usize> = last.into_values().collect();
+        let mut keep: Vec<usize> = last.values().copied().collect();
         keep.sort_unstable();
         for i in keep {
             let (anomaly, alert) = anomaly_records(&changes.anomalies[i], syms, origin);
             self.anomalies.push(anomaly);
             self.alerts.push(alert);
+        }
+        // A case row written with new attributes (a late acceptance can change its window)
+        // rewrites the rows of its holding anomalies, so `anomalies` never shows a stale window.
+        for row in &changes.cases {
+            for kind in AnomalyKind::ALL {
+                let Some(detected_at) = row.facts.anomalies[kind as usize] else {
+                    continue;
+                };
+                if last.contains_key(&(row.case_id.as_str(), kind)) {
+                    continue;
+                }
+                let change = crate::core::engine::AnomalyChange {
+                    case: crate::core::engine::CaseRef(0),
+                    kind,
+                    level: rules.level(kind),
+                    detected_at,
+                    revoked_at: None,
+                };
+                let (anomaly, _) = anomaly_records(
+                    &AnomalyRow {
+                        case: row.clone(),
+                        change,
+                    },
+                    syms,
+                    origin,
+                );
+                self.anomalies.push(anomaly);
+            }
         }
     }
 }

@@ -104,11 +104,7 @@ impl ClickhouseWriter {
     }
 
     /// Inserts rows into a table, retrying transient failures.
-    pub async fn insert_all<T>(
-        &self,
-        table: &str,
-        rows: &[T],
-    ) -> Result<(), SinkError>
+    pub async fn insert_all<T>(&self, table: &str, rows: &[T]) -> Result<(), SinkError>
     where
         T: for<'a> Row<Value<'a> = T> + Serialize + Send + Sync,
     {

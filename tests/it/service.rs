@@ -1,0 +1,282 @@
+//! `casewatch run` against the real broker and ClickHouse: the tables equal a clean replay of
+//! the same events after SIGKILLs at random moments, redeliveries and a graceful shutdown.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+
+use crate::pipeline::{assert_same, casewatch, replay_csv, run_ok, simulated_lines, tables_as_csv};
+use crate::support::{TestDb, TestTopics};
+
+/// `casewatch` configured for one test's database, topic and consumer group.
+fn service(db: &TestDb, topic: &str) -> Command {
+    let mut c = casewatch(db);
+    c.env("CASEWATCH__KAFKA__BROKERS", crate::support::kafka_brokers())
+        .env("CASEWATCH__KAFKA__TOPIC", topic)
+        .env("CASEWATCH__KAFKA__GROUP_ID", format!("{topic}-group"))
+        .env(
+            "CASEWATCH__KAFKA__DEAD_LETTER_TOPIC",
+            format!("{topic}-dlq"),
+        )
+        .env("CASEWATCH__HTTP__LISTEN", "127.0.0.1:0")
+        .env("CASEWATCH__PIPELINE__BATCH_EVENTS", "400")
+        .env("CASEWATCH__PIPELINE__BATCH_MILLIS", "100");
+    c
+}
+
+fn write_lines(dir: &std::path::Path, lines: &[String]) -> std::path::PathBuf {
+    let file = dir.join("events.ndjson");
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    file
+}
+
+/// Produces lines to the topic (key = case_id), many in flight, all acknowledged.
+async fn produce(db: &TestDb, topic: &str, lines: &[String]) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", crate::support::kafka_brokers())
+        .set("linger.ms", "10")
+        .set("message.timeout.ms", "120000")
+        .create()
+        .unwrap();
+    let _ = db;
+    let mut inflight = Vec::new();
+    for l in lines {
+        let key = serde_json::from_str::<serde_json::Value>(l)
+            .ok()
+            .and_then(|v| v["case_id"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        let record = FutureRecord::to(topic).key(&key).payload(l);
+        inflight.push(
+            producer
+                .send_result(record)
+                .map_err(|(e, _)| e)
+                .expect("queued"),
+        );
+        if inflight.len() >= 2000 {
+            for f in inflight.drain(..) {
+                f.await.unwrap().map_err(|(e, _)| e).expect("produced");
+            }
+        }
+    }
+    for f in inflight {
+        f.await.unwrap().map_err(|(e, _)| e).expect("produced");
+    }
+}
+
+/// The expected tables: a clean CSV replay with engine time at "now" (the live clock).
+fn expected(
+    db: &TestDb,
+    dir: &std::path::Path,
+    file: &std::path::Path,
+) -> std::collections::BTreeMap<&'static str, Vec<Vec<String>>> {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    run_ok(
+        casewatch(db)
+            .args(["replay", "--as-of", &now, "--out"])
+            .arg(dir.join("expected"))
+            .arg(file),
+    );
+    replay_csv(&dir.join("expected"))
+}
+
+/// Compares everything but `dead_letters`, whose positions differ between a file and a topic
+/// (their reasons are compared as a multiset).
+async fn assert_tables_equal_replay(db: &TestDb, dir: &std::path::Path, file: &std::path::Path) {
+    let mut want = expected(db, dir, file);
+    let mut got = tables_as_csv(db).await;
+    let reasons = |rows: Vec<Vec<String>>| {
+        let mut r: Vec<String> = rows.into_iter().map(|mut row| row.pop().unwrap()).collect();
+        r.sort();
+        r
+    };
+    assert_eq!(
+        reasons(want.remove("dead_letters").unwrap()),
+        reasons(got.remove("dead_letters").unwrap())
+    );
+    assert_same(&want, &got);
+}
+
+fn spawn(c: &mut Command) -> Child {
+    c.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_with_sigkills_at_random_moments_equals_a_clean_replay() {
+    let db = TestDb::new().await;
+    let topics = TestTopics::new(1, 3).await;
+    let topic = topics.name(0).to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let lines = simulated_lines(21, 4, 0.6);
+    let file = write_lines(dir.path(), &lines);
+    run_ok(casewatch(&db).arg("migrate"));
+    produce(&db, &topic, &lines).await;
+
+    // Each cycle: start, wait until the process is consuming, kill it at a random moment.
+    // Static membership lets each restart take the partitions over at once (tansu wedges
+    // when members die in the middle of a rebalance).
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5eed_0001);
+    for kill in 0..5 {
+        let port = free_port();
+        let mut child = spawn(
+            service(&db, &topic)
+                .env("CASEWATCH__KAFKA__INSTANCE_ID", "crash-test")
+                .env("CASEWATCH__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+                .arg("run"),
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        while metric(port, "casewatch_events_consumed_total").unwrap_or(0) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "run {kill} never started consuming"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..1500))).await;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    let status = service(&db, &topic)
+        .env("CASEWATCH__KAFKA__INSTANCE_ID", "crash-test")
+        .args(["run", "--exit-when-idle", "4"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_tables_equal_replay(&db, dir.path(), &file).await;
+    let out = casewatch(&db)
+        .args(["verify", "--from", "2019-01-01", "--to", "2030-01-01"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_delivered_twice_are_counted_once() {
+    let db = TestDb::new().await;
+    let topics = TestTopics::new(1, 2).await;
+    let topic = topics.name(0).to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = simulated_lines(22, 2, 0.3);
+    let now = chrono::Utc::now().timestamp();
+    let valid: Vec<String> = lines
+        .iter()
+        .filter(|l| casewatch::core::event::parse_event(l.as_bytes(), now).is_ok())
+        .cloned()
+        .collect();
+    let file = write_lines(dir.path(), &valid);
+    run_ok(casewatch(&db).arg("migrate"));
+    produce(&db, &topic, &valid).await;
+    produce(&db, &topic, &valid).await;
+    let status = service(&db, &topic)
+        .args(["run", "--exit-when-idle", "4"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_tables_equal_replay(&db, dir.path(), &file).await;
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A counter from the service's /metrics, over a plain HTTP/1.1 request.
+fn metric(port: u16, name: &str) -> Option<u64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    body.lines()
+        .find(|l| l.starts_with(&format!("{name} ")))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_flushes_and_commits_so_the_next_start_replays_nothing() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let db = TestDb::new().await;
+    let topics = TestTopics::new(1, 2).await;
+    let topic = topics.name(0).to_string();
+    let lines = simulated_lines(23, 2, 0.3);
+    run_ok(casewatch(&db).arg("migrate"));
+    produce(&db, &topic, &lines).await;
+    // A batch window longer than the test: only the shutdown flush can write the events.
+    let port = free_port();
+    let mut child = spawn(
+        service(&db, &topic)
+            .env("CASEWATCH__PIPELINE__BATCH_MILLIS", "600000")
+            .env("CASEWATCH__PIPELINE__BATCH_EVENTS", "1000000")
+            .env("CASEWATCH__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            .arg("run"),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while metric(port, "casewatch_events_consumed_total") != Some(lines.len() as u64) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the consumer did not read every message"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let client = db.client();
+    let before: u64 = client
+        .query("SELECT count() FROM events")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(before, 0, "nothing written before the shutdown flush");
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    assert!(child.wait().unwrap().success(), "graceful exit");
+
+    let checkpointed: u64 = client
+        .query("SELECT sum(next_offset) FROM checkpoints FINAL")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(
+        checkpointed,
+        lines.len() as u64,
+        "every message is behind a checkpoint"
+    );
+    // The group's committed offsets are at the end of each partition: a restart reads nothing.
+    let group: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", crate::support::kafka_brokers())
+        .set("group.id", format!("{topic}-group"))
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition(&topic, 0);
+    tpl.add_partition(&topic, 1);
+    let committed = group
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    let mut total = 0;
+    for e in committed.elements() {
+        let (_, high) = group
+            .fetch_watermarks(&topic, e.partition(), Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(
+            e.offset().to_raw(),
+            Some(high),
+            "partition {} committed at its end",
+            e.partition()
+        );
+        total += high;
+    }
+    assert_eq!(total as usize, lines.len());
+}
