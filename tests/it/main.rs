@@ -6,6 +6,7 @@
 mod cli;
 mod contract;
 mod pipeline;
+mod queries;
 mod service;
 mod smoke;
 mod support;

@@ -173,3 +173,23 @@ impl Drop for TestTopics {
         .join();
     }
 }
+
+/// Runs SQL over ClickHouse's HTTP interface and returns the TSV result (for documented
+/// queries whose columns vary).
+pub fn http_query(url: &str, database: &str, sql: &str) -> String {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(addr).expect("clickhouse reachable");
+    let body = format!("{sql}\nFORMAT TSV");
+    write!(
+        s,
+        "POST /?database={database} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let (head, tsv) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"), "{head}\n{tsv}\n{sql}");
+    tsv.to_string()
+}
