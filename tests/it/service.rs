@@ -280,3 +280,88 @@ async fn sigterm_flushes_and_commits_so_the_next_start_replays_nothing() {
     }
     assert_eq!(total as usize, lines.len());
 }
+
+/// A private ClickHouse started by the project's script, for a test that stops it.
+struct PrivateClickhouse {
+    dir: tempfile::TempDir,
+    http: u16,
+    tcp: u16,
+}
+
+impl PrivateClickhouse {
+    fn script(&self, action: &str) {
+        let status = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/services"))
+            .arg(action)
+            .env("CASEWATCH_SERVICES_DIR", self.dir.path())
+            .env("CASEWATCH_CH_HTTP_PORT", self.http.to_string())
+            .env("CASEWATCH_CH_TCP_PORT", self.tcp.to_string())
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "scripts/services {action}");
+    }
+}
+
+impl Drop for PrivateClickhouse {
+    fn drop(&mut self) {
+        self.script("stop-clickhouse");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_stopped_mid_run_loses_and_doubles_nothing() {
+    let ch = PrivateClickhouse {
+        dir: tempfile::tempdir().unwrap(),
+        http: free_port(),
+        tcp: free_port(),
+    };
+    ch.script("start-clickhouse");
+    let db = TestDb::at(&format!("http://127.0.0.1:{}", ch.http)).await;
+    let topics = TestTopics::new(1, 2).await;
+    let topic = topics.name(0).to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let lines = simulated_lines(24, 3, 0.4);
+    let file = write_lines(dir.path(), &lines);
+    run_ok(casewatch(&db).arg("migrate"));
+    produce(&db, &topic, &lines).await;
+
+    let port = free_port();
+    let mut child = spawn(
+        service(&db, &topic)
+            .env("CASEWATCH__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            .arg("run"),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while metric(port, "casewatch_flushes_total").unwrap_or(0) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no flush before the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ch.script("stop-clickhouse");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while metric(port, "casewatch_clickhouse_errors_total").unwrap_or(0) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the outage was never noticed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    ch.script("start-clickhouse");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while metric(port, "casewatch_events_consumed_total") != Some(lines.len() as u64) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the consumer did not finish after the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    assert!(child.wait().unwrap().success());
+    assert_tables_equal_replay(&db, dir.path(), &file).await;
+}

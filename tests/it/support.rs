@@ -62,7 +62,12 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn new() -> TestDb {
-        let url = clickhouse_url();
+        Self::at(&clickhouse_url()).await
+    }
+
+    /// A fresh database on the ClickHouse at `url`.
+    pub async fn at(url: &str) -> TestDb {
+        let url = url.to_string();
         require("ClickHouse", &url);
         let name = unique_name("cw_test");
         let db = TestDb { name, url };
@@ -190,6 +195,9 @@ pub fn http_query(url: &str, database: &str, sql: &str) -> String {
     let mut response = String::new();
     s.read_to_string(&mut response).unwrap();
     let (head, tsv) = response.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"), "{head}\n{tsv}\n{sql}");
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}\n{tsv}\n{sql}"
+    );
     tsv.to_string()
 }
