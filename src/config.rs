@@ -124,6 +124,7 @@ pub struct ClickhouseConfig {
 #[serde(deny_unknown_fields)]
 pub struct PipelineConfig {
     pub batch_events: usize,
+    pub batch_bytes: usize,
     pub batch_millis: u64,
     pub tick_millis: u64,
     pub drain_timeout_secs: u64,

@@ -63,6 +63,8 @@ pub struct Metrics {
     pub clickhouse_errors: Counter,
     pub broker_errors: Counter,
     pub cases_in_memory: Gauge,
+    /// 1 while the broker answers, 0 after an error until it answers again.
+    pub broker_up: Gauge,
     pub ready: AtomicBool,
     dead_letters: Mutex<BTreeMap<String, u64>>,
     lag: Mutex<BTreeMap<i32, i64>>,
@@ -162,8 +164,12 @@ impl Metrics {
             self.flush_seconds.count.load(Ordering::Relaxed)
         ));
         out.push_str(&format!(
-            "# HELP casewatch_cases_in_memory cases held by the engines\n# TYPE casewatch_cases_in_memory gauge\ncasewatch_cases_in_memory {}\n",
+            "# HELP casewatch_open_cases open cases held by the engines\n# TYPE casewatch_open_cases gauge\ncasewatch_open_cases {}\n",
             self.cases_in_memory.get()
+        ));
+        out.push_str(&format!(
+            "# HELP casewatch_broker_up whether the broker answered last time\n# TYPE casewatch_broker_up gauge\ncasewatch_broker_up {}\n",
+            self.broker_up.get()
         ));
         out
     }
@@ -191,9 +197,15 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: std::sync::Arc<Me
             let path = request.split_whitespace().nth(1).unwrap_or("/");
             let (status, body) = match path {
                 "/healthz" => ("200 OK", "ok\n".to_string()),
-                "/readyz" if metrics.ready.load(Ordering::Relaxed) => {
+                "/readyz"
+                    if metrics.ready.load(Ordering::Relaxed) && metrics.broker_up.get() == 1 =>
+                {
                     ("200 OK", "ready\n".to_string())
                 }
+                "/readyz" if metrics.ready.load(Ordering::Relaxed) => (
+                    "503 Service Unavailable",
+                    "broker unreachable\n".to_string(),
+                ),
                 "/readyz" => ("503 Service Unavailable", "not ready\n".to_string()),
                 "/metrics" => ("200 OK", metrics.render()),
                 _ => ("404 Not Found", "not found\n".to_string()),

@@ -142,6 +142,8 @@ pub struct Engine {
     anomaly_changes: Vec<AnomalyChange>,
     now: Instant,
     stats: EngineStats,
+    /// Cases held that have not ended (maintained on insert and on a first terminal event).
+    open_cases: usize,
 }
 
 impl Engine {
@@ -175,6 +177,7 @@ impl Engine {
             anomaly_changes: Vec::new(),
             now: i64::MIN,
             stats: EngineStats::default(),
+            open_cases: 0,
         }
     }
 
@@ -215,10 +218,7 @@ impl Engine {
 
     /// Number of cases held in memory that have not ended.
     pub fn open_case_count(&self) -> usize {
-        self.slots
-            .iter()
-            .filter(|s| s.live && s.state.end.is_none())
-            .count()
+        self.open_cases
     }
 
     fn hash(&self, id: &str) -> u64 {
@@ -234,6 +234,9 @@ impl Engine {
     }
 
     fn insert_case(&mut self, id: &str, state: CaseState, events: u32) -> u32 {
+        if state.end.is_none() {
+            self.open_cases += 1;
+        }
         let slot = Slot {
             id: id.into(),
             state,
@@ -344,7 +347,11 @@ impl Engine {
             None => self.insert_case(&event.case_id, CaseState::default(), 0),
         };
         let old = existing.map(|i| self.facts_at(i, self.now));
+        let was_open = self.slots[i as usize].state.end.is_none();
         let applied = self.slots[i as usize].state.apply(event, syms);
+        if was_open && self.slots[i as usize].state.end.is_some() {
+            self.open_cases -= 1;
+        }
         debug_assert_eq!(applied, Applied::Applied);
         let slot = &mut self.slots[i as usize];
         slot.events += 1;

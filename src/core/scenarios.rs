@@ -562,6 +562,7 @@ fn duplicates_have_no_effect_and_evaluations_prefer_non_default() {
 fn later_terminal_events_are_ignored_for_the_end() {
     let mut s = Scenario::new();
     s.accept("c", at(MON), 3);
+    assert_eq!(s.engine.open_case_count(), 1);
     s.event("c", "withdrawn", at(MON) + 100, "hall", json!({}));
     s.event(
         "c",
@@ -570,6 +571,7 @@ fn later_terminal_events_are_ignored_for_the_end() {
         "hall",
         json!({"outcome": "approved"}),
     );
+    assert_eq!(s.engine.open_case_count(), 0, "ended once, counted once");
     let f = s.facts("c");
     assert_eq!(f.status, super::case::Status::Withdrawn);
     assert_eq!(f.completed_at, None);

@@ -44,6 +44,8 @@ struct Shared {
     metrics: Arc<Metrics>,
     /// A fatal error raised inside a callback, reported by the loop.
     fatal: Option<String>,
+    /// During shutdown: how long a flush may take.
+    drain_deadline: Option<Duration>,
 }
 
 impl Shared {
@@ -79,7 +81,13 @@ impl Shared {
         }
         batch.set_version(VERSIONS.next());
         let rows = batch.rows();
-        self.rt.block_on(self.writer.write(&batch))?;
+        match self.drain_deadline {
+            None => self.rt.block_on(self.writer.write(&batch))?,
+            Some(d) => self
+                .rt
+                .block_on(tokio::time::timeout(d, self.writer.write(&batch)))
+                .map_err(|_| anyhow::anyhow!("drain deadline of {} s passed", d.as_secs()))??,
+        }
         self.metrics.flushes.inc();
         self.metrics.flush_rows.add(rows as u64);
         self.metrics
@@ -142,33 +150,39 @@ impl ConsumerContext for Context {
                 topic: e.topic().to_string(),
                 partition: partition as u32,
             };
-            let engine = match shared.new_engine() {
-                Ok(engine) => engine,
-                Err(err) => {
-                    shared.fatal = Some(format!("{err:#}"));
-                    return;
-                }
-            };
             let started = StdInstant::now();
             let client = shared.writer.client().clone();
-            match shared.rt.block_on(rebuild(&client, origin, engine, None)) {
-                Ok(p) => {
-                    tracing::info!(
-                        partition,
-                        checkpoint = p.checkpoint,
-                        cases = p.engine.case_count(),
-                        seconds = started.elapsed().as_secs_f64(),
-                        "partition assigned: state rebuilt from clickhouse"
-                    );
-                    shared.processors.insert(partition, p);
+            // ClickHouse may be down while a partition is taken over: retry, never skip it.
+            let mut backoff = Duration::from_millis(200);
+            let processor = loop {
+                let engine = match shared.new_engine() {
+                    Ok(engine) => engine,
+                    Err(err) => {
+                        shared.fatal = Some(format!("{err:#}"));
+                        return;
+                    }
+                };
+                match shared
+                    .rt
+                    .block_on(rebuild(&client, origin.clone(), engine, None))
+                {
+                    Ok(p) => break p,
+                    Err(err) => {
+                        shared.metrics.clickhouse_errors.inc();
+                        tracing::warn!(partition, error = %err, "cannot rebuild partition from clickhouse; retrying");
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                    }
                 }
-                Err(err) => {
-                    shared.fatal = Some(format!(
-                        "cannot rebuild partition {partition} from clickhouse: {err}"
-                    ));
-                    return;
-                }
-            }
+            };
+            tracing::info!(
+                partition,
+                checkpoint = processor.checkpoint,
+                cases = processor.engine.case_count(),
+                seconds = started.elapsed().as_secs_f64(),
+                "partition assigned: state rebuilt from clickhouse"
+            );
+            shared.processors.insert(partition, processor);
         }
     }
 }
@@ -194,6 +208,7 @@ pub fn run(
         processors: HashMap::new(),
         metrics: metrics.clone(),
         fatal: None,
+        drain_deadline: None,
     }));
     let mut client = ClientConfig::new();
     client
@@ -214,9 +229,14 @@ pub fn run(
     for (k, v) in &cfg.kafka.client {
         client.set(k, v);
     }
-    let consumer: BaseConsumer<Context> = client.create_with_context(Context {
-        shared: shared.clone(),
-    })?;
+    // Never dropped: closing leaves the group, which can hang forever against tansu (seen in
+    // rd_kafka_consumer_close), and an error return would then never be reported. Everything
+    // is flushed and committed before `run` returns; the broker expires the member after its
+    // session timeout, and a static `kafka.instance_id` gets its partitions back at once.
+    let consumer: std::mem::ManuallyDrop<BaseConsumer<Context>> =
+        std::mem::ManuallyDrop::new(client.create_with_context(Context {
+            shared: shared.clone(),
+        })?);
     let producer: ThreadedProducer<DefaultProducerContext> = {
         let mut p = ClientConfig::new();
         p.set("bootstrap.servers", &cfg.kafka.brokers)
@@ -237,6 +257,8 @@ pub fn run(
     let mut last_tick = StdInstant::now();
     let mut last_message = StdInstant::now();
     let mut last_lag = StdInstant::now();
+    let mut last_calendar_check = StdInstant::now();
+    let mut holidays_seen = holidays_stamp(&cfg.calendar.holidays_dir);
     let mut pending_dead_letters = 0usize;
 
     loop {
@@ -254,6 +276,7 @@ pub fn run(
         match consumer.poll(Duration::from_millis(50)) {
             Some(Ok(msg)) => {
                 last_message = StdInstant::now();
+                metrics.broker_up.set(1);
                 let (partition, offset) = (msg.partition(), msg.offset().max(0) as u64);
                 let payload = msg.payload().unwrap_or_default();
                 let wall = chrono::Utc::now().timestamp();
@@ -308,6 +331,7 @@ pub fn run(
             }
             Some(Err(e)) => {
                 metrics.broker_errors.inc();
+                metrics.broker_up.set(0);
                 tracing::warn!(error = %e, "kafka error; retrying");
             }
             None => {}
@@ -322,32 +346,69 @@ pub fn run(
                     p.engine.advance_to(now);
                 }
             }
+            if last_calendar_check.elapsed() >= Duration::from_secs(10) {
+                last_calendar_check = StdInstant::now();
+                let stamp = holidays_stamp(&cfg.calendar.holidays_dir);
+                if stamp != holidays_seen {
+                    holidays_seen = stamp;
+                    match cfg.calendars() {
+                        Ok(calendars) => {
+                            let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
+                            for p in s.processors.values_mut() {
+                                p.engine.reload_calendars(calendars.clone());
+                            }
+                            tracing::info!(dir = %cfg.calendar.holidays_dir, "holiday data changed: calendars reloaded, deadlines recomputed");
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "holiday data changed but cannot be read; keeping the old calendars")
+                        }
+                    }
+                }
+            }
             let s = shared.lock().unwrap_or_else(|e| e.into_inner());
-            let open: usize = s.processors.values().map(|p| p.engine.case_count()).sum();
+            let open: usize = s
+                .processors
+                .values()
+                .map(|p| p.engine.open_case_count())
+                .sum();
             metrics.cases_in_memory.set(open as i64);
             // Lag: one watermark request per assigned partition, every couple of seconds.
             if last_lag.elapsed() >= Duration::from_secs(2) {
                 last_lag = StdInstant::now();
                 for (&partition, p) in &s.processors {
-                    if let Ok((_, high)) = consumer.fetch_watermarks(
+                    match consumer.fetch_watermarks(
                         &cfg.kafka.topic,
                         partition,
                         Duration::from_millis(500),
                     ) {
-                        metrics.set_lag(partition, Some(high - p.next_offset as i64));
+                        Ok((_, high)) => {
+                            metrics.broker_up.set(1);
+                            metrics.set_lag(partition, Some(high - p.next_offset as i64));
+                        }
+                        Err(e) => {
+                            metrics.broker_up.set(0);
+                            tracing::warn!(error = %e, "broker unreachable; retrying");
+                        }
                     }
                 }
             }
         }
 
-        let pending: usize = shared
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .processors
-            .values()
-            .map(|p| p.pending_events())
-            .sum();
+        let (pending, pending_bytes) = {
+            let s = shared.lock().unwrap_or_else(|e| e.into_inner());
+            (
+                s.processors
+                    .values()
+                    .map(|p| p.pending_events())
+                    .sum::<usize>(),
+                s.processors
+                    .values()
+                    .map(|p| p.pending_bytes())
+                    .sum::<usize>(),
+            )
+        };
         if pending >= batch_events
+            || pending_bytes >= cfg.pipeline.batch_bytes
             || (last_flush.elapsed() >= batch_every && (pending > 0 || pending_dead_letters > 0))
             || last_flush.elapsed() >= batch_every * 4
         {
@@ -371,15 +432,41 @@ pub fn run(
     // Graceful shutdown: flush and commit within the drain deadline.
     let drain = Duration::from_secs(cfg.pipeline.drain_timeout_secs);
     let started = StdInstant::now();
-    flush_and_commit(&shared, &consumer, &producer, CommitMode::Sync)?;
-    tracing::info!(
-        seconds = started.elapsed().as_secs_f64(),
-        deadline = drain.as_secs(),
-        "flushed and committed; stopping"
-    );
+    shared
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain_deadline = Some(drain);
+    match flush_and_commit(&shared, &consumer, &producer, CommitMode::Sync) {
+        Ok(()) => tracing::info!(
+            seconds = started.elapsed().as_secs_f64(),
+            "flushed and committed; stopping"
+        ),
+        // Nothing is lost: the next owner rebuilds from the last checkpoint and re-reads the rest.
+        Err(e) => tracing::warn!(
+            error = %e,
+            deadline = drain.as_secs(),
+            "could not flush before the drain deadline; the next start redoes the last batch"
+        ),
+    }
     metrics.ready.store(false, Ordering::Relaxed);
     consumer.unsubscribe();
     Ok(())
+}
+
+/// The newest modification time and count of the holiday files (None when embedded).
+fn holidays_stamp(dir: &str) -> Option<(std::time::SystemTime, usize)> {
+    if dir.is_empty() {
+        return None;
+    }
+    let entries: Vec<std::fs::DirEntry> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .collect();
+    let newest = entries
+        .iter()
+        .filter_map(|e| e.metadata().ok()?.modified().ok())
+        .max()?;
+    Some((newest, entries.len()))
 }
 
 /// Whether partitions are assigned and each has been read up to its high watermark.

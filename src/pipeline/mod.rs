@@ -75,6 +75,8 @@ pub struct PartitionProcessor {
     pub checkpoint: u64,
     /// Whether the origin is a file (positions are line numbers).
     file: Option<String>,
+    /// Payload bytes handed in since the last drain.
+    pending_bytes: usize,
 }
 
 impl PartitionProcessor {
@@ -87,12 +89,14 @@ impl PartitionProcessor {
             next_offset: checkpoint,
             checkpoint,
             file,
+            pending_bytes: 0,
         }
     }
 
     /// Handles the message at `offset`. `wall_now` is the clock of `future_timestamp`.
     pub fn handle(&mut self, offset: u64, raw: &[u8], wall_now: i64) -> Handled {
         self.next_offset = self.next_offset.max(offset + 1);
+        self.pending_bytes += raw.len();
         let event = match parse_event(raw, wall_now) {
             Ok(e) => e,
             Err(reason) => {
@@ -150,6 +154,7 @@ impl PartitionProcessor {
     /// Everything to write since the last drain, ending with this partition's checkpoint.
     pub fn drain(&mut self) -> Batch {
         let mut batch = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
         let changes = self.engine.take_changes();
         let rules = self.engine.rules().clone();
         batch.add_changes(&changes, self.engine.syms(), &rules, &self.origin);
@@ -167,6 +172,11 @@ impl PartitionProcessor {
     /// Events handed in since the last drain.
     pub fn pending_events(&self) -> usize {
         self.pending.events.len() + self.pending.dead_letters.len()
+    }
+
+    /// Payload bytes handed in since the last drain.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending_bytes
     }
 }
 
