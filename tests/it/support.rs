@@ -142,6 +142,26 @@ impl TestTopics {
         for r in results {
             r.expect("topic created");
         }
+        // Producing right after creation can hit UnknownPartition: wait for the metadata.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        for name in &names {
+            loop {
+                let known = admin
+                    .inner()
+                    .fetch_metadata(Some(name), Duration::from_secs(5))
+                    .ok()
+                    .and_then(|m| m.topics().first().map(|t| t.partitions().len() as i32))
+                    .unwrap_or(0);
+                if known == partitions {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "topic {name} has no metadata after 30 s"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
         TestTopics { brokers, names }
     }
 
