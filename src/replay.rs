@@ -4,7 +4,7 @@
 //! The reading and the row formatting live here; the engine does all the deciding.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 use std::path::Path;
 
 use crate::core::aggregate::{
@@ -13,7 +13,7 @@ use crate::core::aggregate::{
 use crate::core::calendar::{date_of_day, Instant};
 use crate::core::case::Facts;
 use crate::core::engine::{ApplyOutcome, CaseRow, Engine, Interner};
-use crate::core::event::{parse_event, CaseEvent, Reason, MAX_EVENT_BYTES};
+use crate::core::event::{parse_event, CaseEvent, Reason};
 use crate::core::rules::Rules;
 
 /// One non-blank line of an NDJSON file: its 1-based physical line number and its bytes.
@@ -313,15 +313,3 @@ pub fn write_csv_outputs(
     w.flush()?;
     Ok(())
 }
-
-/// Writes `lines` as NDJSON (used by tests and the simulator).
-pub fn write_ndjson<W: Write>(mut out: W, lines: &[String]) -> std::io::Result<()> {
-    for l in lines {
-        out.write_all(l.as_bytes())?;
-        out.write_all(b"\n")?;
-    }
-    Ok(())
-}
-
-/// Largest line a reader accepts before the line is a `too_large` dead letter.
-pub const MAX_LINE: usize = MAX_EVENT_BYTES;

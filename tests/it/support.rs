@@ -96,22 +96,15 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         let (url, name) = (self.url.clone(), self.name.clone());
         // Drop runs outside async context guarantees: use a short-lived runtime on a thread.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let c = clickhouse::Client::default()
-                    .with_url(&url)
-                    .with_validation(false);
-                let _ = c
-                    .query(&format!("DROP DATABASE IF EXISTS {name}"))
-                    .execute()
-                    .await;
-            });
-        })
-        .join();
+        cleanup_blocking(async move {
+            let c = clickhouse::Client::default()
+                .with_url(&url)
+                .with_validation(false);
+            let _ = c
+                .query(&format!("DROP DATABASE IF EXISTS {name}"))
+                .execute()
+                .await;
+        });
     }
 }
 
@@ -180,22 +173,15 @@ pub fn admin_client(brokers: &str) -> AdminClient<DefaultClientContext> {
 impl Drop for TestTopics {
     fn drop(&mut self) {
         let (brokers, names) = (self.brokers.clone(), self.names.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let admin = admin_client(&brokers);
-                let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(5),
-                    admin.delete_topics(&refs, &AdminOptions::new()),
-                )
-                .await;
-            });
-        })
-        .join();
+        cleanup_blocking(async move {
+            let admin = admin_client(&brokers);
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            let _ = tokio::time::timeout(
+                Duration::from_secs(5),
+                admin.delete_topics(&refs, &AdminOptions::new()),
+            )
+            .await;
+        });
     }
 }
 
@@ -220,4 +206,17 @@ pub fn http_query(url: &str, database: &str, sql: &str) -> String {
         "{head}\n{tsv}\n{sql}"
     );
     tsv.to_string()
+}
+
+/// Runs cleanup I/O from a `Drop` (which may run inside or outside a runtime) on a thread of
+/// its own with a short-lived runtime, and waits for it.
+fn cleanup_blocking(work: impl std::future::Future<Output = ()> + Send + 'static) {
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(work);
+    })
+    .join();
 }
