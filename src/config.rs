@@ -117,6 +117,7 @@ pub struct ClickhouseConfig {
     pub database: String,
     pub user: String,
     pub password: Secret,
+    pub timeout_secs: u64,
 }
 
 /// `[pipeline]`.

@@ -389,6 +389,44 @@ impl Engine {
         }
     }
 
+    /// Marks a case changed so its row (and its holding anomalies) are written again.
+    /// Returns whether the case is known.
+    pub fn touch_case(&mut self, case_id: &str) -> bool {
+        match self.find(case_id) {
+            Some(i) if self.slots[i as usize].live => {
+                self.mark_dirty(i);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Marks an aggregate row changed so its absolute value is written again (zero when no
+    /// case contributes to it).
+    pub fn touch_daily(&mut self, day: i64, center: &str, window: &str, item_code: &str) {
+        let key = DailyKey {
+            day,
+            center: self.syms.intern(center),
+            window: self.syms.intern(window),
+            item_code: self.syms.intern(item_code),
+        };
+        let entry = self.daily.entry(key).or_insert(([0; 22], false));
+        if !entry.1 {
+            entry.1 = true;
+            self.dirty_daily.push(key);
+        }
+    }
+
+    /// Whether a known case holds an anomaly at engine time (None: the case is not known).
+    pub fn holds(&mut self, case_id: &str, kind: AnomalyKind) -> Option<bool> {
+        let i = self.find(case_id)?;
+        if !self.slots[i as usize].live {
+            return None;
+        }
+        let (facts, _) = self.facts_at(i, self.now);
+        Some(facts.anomalies[kind as usize].is_some())
+    }
+
     fn mark_dirty(&mut self, i: u32) {
         let slot = &mut self.slots[i as usize];
         if !slot.dirty {

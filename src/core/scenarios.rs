@@ -840,3 +840,28 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn touched_rows_are_emitted_again_and_holds_answers_at_engine_time() {
+    let sub = at(MON);
+    let limit = at("2018-10-22T10:00:00+08:00");
+    let mut s = Scenario::new();
+    s.event("c", "submitted", sub, "hall", json!({"item_code": "I"}));
+    assert_eq!(
+        s.engine.holds("c", AnomalyKind::LateAcceptance),
+        Some(false)
+    );
+    s.engine.advance_to(limit + 1);
+    assert_eq!(s.engine.holds("c", AnomalyKind::LateAcceptance), Some(true));
+    assert_eq!(s.engine.holds("unknown", AnomalyKind::LateAcceptance), None);
+    s.engine.take_changes();
+    assert!(s.engine.take_changes().is_empty());
+    assert!(s.engine.touch_case("c"));
+    assert!(!s.engine.touch_case("unknown"));
+    s.engine.touch_daily(17_000, "C9", "W9", "I9");
+    let changes = s.engine.take_changes();
+    assert_eq!(changes.cases.len(), 1);
+    assert_eq!(changes.cases[0].case_id, "c");
+    assert_eq!(changes.window_daily.len(), 1, "the touched key, with zeros");
+    assert!(changes.window_daily[0].1.iter().all(|&v| v == 0));
+}

@@ -85,7 +85,8 @@ impl Shared {
             None => self.rt.block_on(self.writer.write(&batch))?,
             Some(d) => self
                 .rt
-                .block_on(tokio::time::timeout(d, self.writer.write(&batch)))
+                // The timer must be created inside the runtime (this thread is not in it).
+                .block_on(async { tokio::time::timeout(d, self.writer.write(&batch)).await })
                 .map_err(|_| anyhow::anyhow!("drain deadline of {} s passed", d.as_secs()))??,
         }
         self.metrics.flushes.inc();
@@ -162,10 +163,14 @@ impl ConsumerContext for Context {
                         return;
                     }
                 };
-                match shared
-                    .rt
-                    .block_on(rebuild(&client, origin.clone(), engine, None))
-                {
+                // A rebuild reads the whole partition: allow it ten write attempts' time.
+                let limit = Duration::from_secs(shared.cfg.clickhouse.timeout_secs.max(1) * 10);
+                let rebuilt = shared.rt.block_on(async {
+                    tokio::time::timeout(limit, rebuild(&client, origin.clone(), engine, None))
+                        .await
+                        .unwrap_or(Err(::clickhouse::error::Error::TimedOut))
+                });
+                match rebuilt {
                     Ok(p) => break p,
                     Err(err) => {
                         shared.metrics.clickhouse_errors.inc();
@@ -199,6 +204,7 @@ pub fn run(
         let mut w = ClickhouseWriter::new(crate::sinks::clickhouse::client(&cfg.clickhouse));
         let m = metrics.clone();
         w.on_error = Some(Arc::new(move |_e: &str| m.clickhouse_errors.inc()));
+        w.attempt_timeout = Duration::from_secs(cfg.clickhouse.timeout_secs.max(1));
         w
     };
     let shared = Arc::new(Mutex::new(Shared {

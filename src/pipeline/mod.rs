@@ -14,8 +14,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::core::engine::{ApplyOutcome, Engine};
 use crate::core::event::{parse_event, Reason};
+use crate::core::rules::AnomalyKind;
 use crate::sinks::clickhouse::rows::{
-    datetime, Batch, CheckpointRecord, DeadLetterRecord, EventRecord, Origin,
+    datetime, AlertRecord, AnomalyRecord, Batch, CheckpointRecord, DeadLetterRecord, EventRecord,
+    Origin,
 };
 
 /// Versions of written rows: nanoseconds of the wall clock, strictly increasing in a process.
@@ -180,20 +182,21 @@ impl PartitionProcessor {
     }
 }
 
-/// Reads a partition's checkpoint and stored events and rebuilds its engine from them.
+/// Reads a partition's checkpoint and stored events and rebuilds its engine from them, then
+/// repairs what an unfinished flush may have left behind (see [`repair_unfinished_flush`]).
 pub async fn rebuild(
     client: &::clickhouse::Client,
     origin: Origin,
     mut engine: Engine,
     file: Option<String>,
 ) -> Result<PartitionProcessor, ::clickhouse::error::Error> {
-    let checkpoint: Option<u64> = client
-        .query("SELECT next_offset FROM checkpoints FINAL WHERE topic = ? AND partition = ?")
+    let checkpoint: Option<(u64, u32, u64)> = client
+        .query("SELECT next_offset, toUInt32(engine_time), version FROM checkpoints FINAL WHERE topic = ? AND partition = ?")
         .bind(&origin.topic)
         .bind(origin.partition)
-        .fetch_optional::<u64>()
+        .fetch_optional::<(u64, u32, u64)>()
         .await?;
-    let checkpoint = checkpoint.unwrap_or(0);
+    let (checkpoint, engine_time, checkpoint_version) = checkpoint.unwrap_or((0, 0, 0));
     if checkpoint > 0 {
         let mut cursor = client
             .query("SELECT payload FROM events FINAL WHERE topic = ? AND partition = ? AND offset < ? ORDER BY offset")
@@ -208,8 +211,96 @@ pub async fn rebuild(
                 engine.apply(&e);
             }
         }
+        // The rows at the checkpoint were computed at its engine time (the wall clock of then,
+        // under the live clock): the rebuilt state must be that one, or an anomaly raised by
+        // the clock before the checkpoint would never be revoked by a later event.
+        engine.advance_to(i64::from(engine_time));
         // Their rows were written before the checkpoint: nothing to write again.
         engine.take_changes();
     }
-    Ok(PartitionProcessor::new(origin, engine, checkpoint, file))
+    let mut processor = PartitionProcessor::new(origin, engine, checkpoint, file);
+    repair_unfinished_flush(client, &mut processor, checkpoint_version).await?;
+    Ok(processor)
+}
+
+/// A flush interrupted after some of its rows were written leaves rows (versions above the
+/// partition's checkpoint) computed from events that will be read again, possibly in another
+/// interleaving with the clock. Every such row is written again from the rebuilt state at the
+/// next flush: aggregate rows and case rows with their current values, and anomalies (and
+/// their alerts) the rebuilt state does not hold as revoked. Whatever the re-read events then
+/// change is written after that, with later versions.
+async fn repair_unfinished_flush(
+    client: &::clickhouse::Client,
+    p: &mut PartitionProcessor,
+    checkpoint_version: u64,
+) -> Result<(), ::clickhouse::error::Error> {
+    let (topic, partition) = (p.origin.topic.clone(), p.origin.partition);
+    let daily: Vec<(i64, String, String, String)> = client
+        .query("SELECT DISTINCT toInt64(toUInt16(day)), center_id, window_id, item_code FROM window_daily_parts WHERE topic = ? AND partition = ? AND version > ?")
+        .bind(&topic)
+        .bind(partition)
+        .bind(checkpoint_version)
+        .fetch_all()
+        .await?;
+    for (day, center, window, item) in &daily {
+        p.engine.touch_daily(*day, center, window, item);
+    }
+    let cases: Vec<String> = client
+        .query(
+            "SELECT DISTINCT case_id FROM cases WHERE topic = ? AND partition = ? AND version > ?",
+        )
+        .bind(&topic)
+        .bind(partition)
+        .bind(checkpoint_version)
+        .fetch_all()
+        .await?;
+    for case_id in &cases {
+        p.engine.touch_case(case_id);
+    }
+    let now = datetime(p.engine.now());
+    let anomalies: Vec<AnomalyRecord> = client
+        .query("SELECT ?fields FROM anomalies WHERE topic = ? AND partition = ? AND version > ? AND revoked = 0")
+        .bind(&topic)
+        .bind(partition)
+        .bind(checkpoint_version)
+        .fetch_all()
+        .await?;
+    for mut row in anomalies {
+        let kind = AnomalyKind::parse(&row.kind);
+        match kind.and_then(|k| p.engine.holds(&row.case_id, k)) {
+            Some(true) => {
+                p.engine.touch_case(&row.case_id);
+            }
+            _ => {
+                row.revoked = 1;
+                row.revoked_at = Some(now);
+                p.pending.anomalies.push(row);
+            }
+        }
+    }
+    let alerts: Vec<AlertRecord> = client
+        .query("SELECT ?fields FROM alerts WHERE topic = ? AND partition = ? AND version > ? AND revoked = 0")
+        .bind(&topic)
+        .bind(partition)
+        .bind(checkpoint_version)
+        .fetch_all()
+        .await?;
+    for mut row in alerts {
+        let kind = AnomalyKind::parse(&row.kind);
+        if kind.and_then(|k| p.engine.holds(&row.case_id, k)) != Some(true) {
+            row.revoked = 1;
+            row.revoked_at = Some(now);
+            p.pending.alerts.push(row);
+        }
+    }
+    if !daily.is_empty() || !cases.is_empty() {
+        tracing::info!(
+            topic,
+            partition,
+            daily = daily.len(),
+            cases = cases.len(),
+            "rows of an unfinished flush found: they are written again from the rebuilt state"
+        );
+    }
+    Ok(())
 }

@@ -95,6 +95,10 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         let (url, name) = (self.url.clone(), self.name.clone());
+        if std::thread::panicking() && std::env::var_os("CASEWATCH_TEST_KEEP_FAILED").is_some() {
+            eprintln!("kept database {name} of the failed test");
+            return;
+        }
         // Drop runs outside async context guarantees: use a short-lived runtime on a thread.
         cleanup_blocking(async move {
             let c = clickhouse::Client::default()

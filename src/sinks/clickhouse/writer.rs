@@ -72,6 +72,8 @@ pub struct ClickhouseWriter {
     pub max_attempts: Option<u32>,
     /// Called after each failed attempt (metrics, health).
     pub on_error: Option<ErrorHook>,
+    /// Limit of one attempt; a hung request is abandoned and retried.
+    pub attempt_timeout: Duration,
 }
 
 impl ClickhouseWriter {
@@ -83,6 +85,7 @@ impl ClickhouseWriter {
             max_backoff: Duration::from_secs(10),
             max_attempts: None,
             on_error: None,
+            attempt_timeout: Duration::from_secs(30),
         }
     }
 
@@ -115,7 +118,11 @@ impl ClickhouseWriter {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            match self.try_insert(table, rows).await {
+            let attempt_result =
+                tokio::time::timeout(self.attempt_timeout, self.try_insert(table, rows))
+                    .await
+                    .unwrap_or(Err(::clickhouse::error::Error::TimedOut));
+            match attempt_result {
                 Ok(()) => return Ok(()),
                 Err(e) if !is_transient(&e) => {
                     return Err(SinkError::Permanent(format!("{table}: {e}")))
