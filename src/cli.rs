@@ -27,6 +27,17 @@ pub struct Cli {
 }
 
 /// Subcommands.
+/// `casewatch alerts ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum AlertsCommand {
+    /// Send a sample alert to one webhook (retries included) and record the attempts.
+    Test {
+        /// The webhook's name in alerts.webhooks.
+        #[arg(long)]
+        webhook: String,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print the effective configuration (secrets masked); fail on an invalid one.
@@ -59,6 +70,9 @@ pub enum Command {
         #[arg(long)]
         exit_when_idle: Option<f64>,
     },
+    /// Webhook alerts.
+    #[command(subcommand)]
+    Alerts(AlertsCommand),
     /// Check in ClickHouse that window_daily equals what cases and anomalies imply.
     Verify {
         /// First day (YYYY-MM-DD, centre-local).
@@ -197,6 +211,24 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Run { exit_when_idle } => {
             let cfg = Config::load_from_process(config_path)?;
             run_service(cfg, exit_when_idle)
+        }
+        Command::Alerts(AlertsCommand::Test { webhook }) => {
+            let cfg = Config::load_from_process(config_path)?;
+            let client = crate::sinks::clickhouse::client(&cfg.clickhouse);
+            let delivered = runtime()?.block_on(crate::alerts::deliver::send_test(
+                std::sync::Arc::new(cfg),
+                client,
+                &webhook,
+            ))?;
+            println!(
+                "{}",
+                if delivered {
+                    "delivered"
+                } else {
+                    "not delivered"
+                }
+            );
+            Ok(if delivered { 0 } else { 1 })
         }
         Command::Verify { from, to } => {
             let cfg = Config::load_from_process(config_path)?;

@@ -64,6 +64,83 @@ pub struct Config {
     pub centers: Vec<CenterConfig>,
     #[serde(default)]
     pub windows: Vec<WindowConfig>,
+    pub alerts: AlertsConfig,
+}
+
+/// `[alerts]`: webhooks and the routes that pick them.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Alerts of a partition more than this many messages behind are held until it catches up.
+    pub hold_lag: i64,
+    /// How often the outbox (`alerts` in ClickHouse) is scanned for undelivered alerts.
+    pub rescan_secs: u64,
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// The message format of a webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    Generic,
+    Dingtalk,
+    Wecom,
+}
+
+/// `[[alerts.webhooks]]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub name: String,
+    pub url: String,
+    pub format: WebhookFormat,
+    /// Name of the environment variable holding the signing secret (empty: unsigned).
+    #[serde(default)]
+    pub secret_env: String,
+    /// The secret itself, read from `secret_env` when the config is loaded; never printed.
+    #[serde(default, skip_deserializing)]
+    pub secret: Secret,
+    #[serde(default = "default_webhook_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_webhook_attempts")]
+    pub max_attempts: u32,
+    /// Deliveries waiting for this webhook at most; beyond, they wait in the outbox.
+    #[serde(default = "default_webhook_queue")]
+    pub queue: usize,
+    /// Requests in flight to this webhook at most.
+    #[serde(default = "default_webhook_concurrency")]
+    pub concurrency: usize,
+}
+
+fn default_webhook_timeout_ms() -> u64 {
+    5000
+}
+fn default_webhook_attempts() -> u32 {
+    8
+}
+fn default_webhook_queue() -> usize {
+    1000
+}
+fn default_webhook_concurrency() -> usize {
+    4
+}
+
+/// `[[alerts.routes]]`: alerts matching every non-empty list go to `webhooks`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    #[serde(default)]
+    pub levels: Vec<String>,
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    #[serde(default)]
+    pub centers: Vec<String>,
+    #[serde(default)]
+    pub windows: Vec<String>,
+    pub webhooks: Vec<String>,
 }
 
 /// `[engine]`: clock and rule thresholds.
@@ -217,7 +294,7 @@ impl Config {
             }
             builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
         }
-        let env: HashMap<String, String> = env
+        let overrides: HashMap<String, String> = env
             .iter()
             .filter(|(k, _)| k.starts_with("CASEWATCH__"))
             .map(|(k, v)| (k.clone(), v.clone()))
@@ -227,9 +304,20 @@ impl Config {
                 .prefix_separator("__")
                 .separator("__")
                 .try_parsing(true)
-                .source(Some(env)),
+                .source(Some(overrides)),
         );
-        let cfg: Config = builder.build()?.try_deserialize()?;
+        let mut cfg: Config = builder.build()?.try_deserialize()?;
+        for w in &mut cfg.alerts.webhooks {
+            if !w.secret_env.is_empty() {
+                let value = env.get(&w.secret_env).ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "alerts.webhooks {:?}: environment variable {} (secret_env) is not set",
+                        w.name, w.secret_env
+                    ))
+                })?;
+                w.secret = Secret::new(value.clone());
+            }
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -252,10 +340,47 @@ impl Config {
                 "engine thresholds must not be negative".into(),
             ));
         }
+        self.validate_alerts()?;
         if self.pipeline.batch_events == 0 {
             return Err(ConfigError::Invalid(
                 "pipeline.batch_events must be at least 1".into(),
             ));
+        }
+        Ok(())
+    }
+
+    fn validate_alerts(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let mut names = std::collections::HashSet::new();
+        for w in &self.alerts.webhooks {
+            if !names.insert(w.name.as_str()) {
+                return bad(format!("alerts.webhooks: name {:?} is used twice", w.name));
+            }
+            if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+                return bad(format!("alerts.webhooks {:?}: url must be http(s)", w.name));
+            }
+            if w.max_attempts == 0 || w.queue == 0 || w.concurrency == 0 {
+                return bad(format!(
+                    "alerts.webhooks {:?}: max_attempts, queue and concurrency must be at least 1",
+                    w.name
+                ));
+            }
+        }
+        for (i, r) in self.alerts.routes.iter().enumerate() {
+            if r.webhooks.is_empty() {
+                return bad(format!("alerts.routes[{i}]: names no webhook"));
+            }
+            if let Some(w) = r.webhooks.iter().find(|w| !names.contains(w.as_str())) {
+                return bad(format!("alerts.routes[{i}]: unknown webhook {w:?}"));
+            }
+            if let Some(l) = r.levels.iter().find(|l| Level::parse(l).is_none()) {
+                return bad(format!(
+                    "alerts.routes[{i}]: level must be warning, yellow or red, not {l:?}"
+                ));
+            }
+            if let Some(k) = r.kinds.iter().find(|k| AnomalyKind::parse(k).is_none()) {
+                return bad(format!("alerts.routes[{i}]: unknown anomaly kind {k:?}"));
+            }
         }
         Ok(())
     }

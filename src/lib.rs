@@ -15,6 +15,7 @@
 //! Data flows one way: sources (Kafka, NDJSON files) → [`core::event::parse_event`] →
 //! [`core::engine::Engine`] → sinks (ClickHouse, CSV, webhooks).
 
+pub mod alerts;
 pub mod cli;
 pub mod config;
 pub mod core;

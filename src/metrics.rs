@@ -68,6 +68,12 @@ pub struct Metrics {
     pub ready: AtomicBool,
     dead_letters: Mutex<BTreeMap<String, u64>>,
     lag: Mutex<BTreeMap<i32, i64>>,
+    /// Alerts handed to delivery, by (kind, level).
+    alerts_raised: Mutex<BTreeMap<(String, String), u64>>,
+    /// Delivery attempts by (webhook, outcome).
+    deliveries: Mutex<BTreeMap<(String, String), u64>>,
+    /// From the triggering instant (detection or revocation) to a delivered answer.
+    pub delivery_latency: Summary,
 }
 
 impl Metrics {
@@ -79,6 +85,26 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entry(reason.to_string())
+            .or_default() += 1;
+    }
+
+    /// Counts an alert raised (handed to delivery).
+    pub fn alert_raised(&self, kind: &str, level: &str) {
+        *self
+            .alerts_raised
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((kind.to_string(), level.to_string()))
+            .or_default() += 1;
+    }
+
+    /// Counts a delivery attempt's outcome.
+    pub fn delivery(&self, webhook: &str, outcome: &str) {
+        *self
+            .deliveries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((webhook.to_string(), outcome.to_string()))
             .or_default() += 1;
     }
 
@@ -166,6 +192,34 @@ impl Metrics {
         out.push_str(&format!(
             "# HELP casewatch_open_cases open cases held by the engines\n# TYPE casewatch_open_cases gauge\ncasewatch_open_cases {}\n",
             self.cases_in_memory.get()
+        ));
+        out.push_str("# HELP casewatch_alerts_raised_total alerts handed to delivery\n# TYPE casewatch_alerts_raised_total counter\n");
+        for ((kind, level), n) in self
+            .alerts_raised
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            out.push_str(&format!(
+                "casewatch_alerts_raised_total{{kind=\"{kind}\",level=\"{level}\"}} {n}\n"
+            ));
+        }
+        out.push_str("# HELP casewatch_alert_deliveries_total webhook delivery attempts by outcome\n# TYPE casewatch_alert_deliveries_total counter\n");
+        for ((webhook, outcome), n) in self
+            .deliveries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            out.push_str(&format!(
+                "casewatch_alert_deliveries_total{{webhook=\"{webhook}\",outcome=\"{outcome}\"}} {n}\n"
+            ));
+        }
+        out.push_str(&format!(
+            "# HELP casewatch_alert_delivery_seconds from detection to a delivered answer\n# TYPE casewatch_alert_delivery_seconds summary\n\
+             casewatch_alert_delivery_seconds_sum {}\ncasewatch_alert_delivery_seconds_count {}\n",
+            self.delivery_latency.micros.load(Ordering::Relaxed) as f64 / 1e6,
+            self.delivery_latency.count.load(Ordering::Relaxed)
         ));
         out.push_str(&format!(
             "# HELP casewatch_broker_up whether the broker answered last time\n# TYPE casewatch_broker_up gauge\ncasewatch_broker_up {}\n",

@@ -9,7 +9,7 @@
 //! ClickHouse (and its dead letters acknowledged by the dead-letter topic). Backpressure is
 //! structural: the loop does not poll while it flushes, so memory is bounded by one batch.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as StdInstant};
@@ -21,6 +21,7 @@ use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tokio::runtime::Handle;
 
 use super::{rebuild, Handled, PartitionProcessor, VERSIONS};
+use crate::alerts::deliver::Dispatcher;
 use crate::config::{ClockMode, Config};
 use crate::core::engine::Engine;
 use crate::metrics::Metrics;
@@ -46,6 +47,10 @@ struct Shared {
     fatal: Option<String>,
     /// During shutdown: how long a flush may take.
     drain_deadline: Option<Duration>,
+    /// Alert delivery (None when no route is configured).
+    dispatcher: Option<Dispatcher>,
+    /// Partitions whose alerts are held: not yet known to be within `alerts.hold_lag`.
+    held: HashSet<i32>,
 }
 
 impl Shared {
@@ -88,6 +93,17 @@ impl Shared {
                 // The timer must be created inside the runtime (this thread is not in it).
                 .block_on(async { tokio::time::timeout(d, self.writer.write(&batch)).await })
                 .map_err(|_| anyhow::anyhow!("drain deadline of {} s passed", d.as_secs()))??,
+        }
+        if let Some(d) = &self.dispatcher {
+            // Durable now: hand over the alerts of partitions that are not catching up.
+            d.alerts(
+                batch
+                    .alerts
+                    .iter()
+                    .filter(|a| !self.held.contains(&(a.partition as i32)))
+                    .cloned()
+                    .collect(),
+            );
         }
         self.metrics.flushes.inc();
         self.metrics.flush_rows.add(rows as u64);
@@ -133,6 +149,7 @@ impl ConsumerContext for Context {
         }
         for p in revoked {
             shared.processors.remove(&p);
+            shared.held.remove(&p);
             shared.metrics.set_lag(p, None);
         }
     }
@@ -188,6 +205,7 @@ impl ConsumerContext for Context {
                 "partition assigned: state rebuilt from clickhouse"
             );
             shared.processors.insert(partition, processor);
+            shared.held.insert(partition);
         }
     }
 }
@@ -207,6 +225,16 @@ pub fn run(
         w.attempt_timeout = Duration::from_secs(cfg.clickhouse.timeout_secs.max(1));
         w
     };
+    let dispatcher = if cfg.alerts.routes.is_empty() {
+        None
+    } else {
+        let _runtime = rt.enter();
+        Some(Dispatcher::start(
+            Arc::new(cfg.clone()),
+            crate::sinks::clickhouse::client(&cfg.clickhouse),
+            metrics.clone(),
+        )?)
+    };
     let shared = Arc::new(Mutex::new(Shared {
         cfg: cfg.clone(),
         rt: rt.clone(),
@@ -215,6 +243,8 @@ pub fn run(
         metrics: metrics.clone(),
         fatal: None,
         drain_deadline: None,
+        dispatcher: dispatcher.clone(),
+        held: HashSet::new(),
     }));
     let mut client = ClientConfig::new();
     client
@@ -264,6 +294,7 @@ pub fn run(
     let mut last_message = StdInstant::now();
     let mut last_lag = StdInstant::now();
     let mut last_calendar_check = StdInstant::now();
+    let mut last_rescan = StdInstant::now();
     let mut holidays_seen = holidays_stamp(&cfg.calendar.holidays_dir);
     let mut pending_dead_letters = 0usize;
 
@@ -371,7 +402,7 @@ pub fn run(
                     }
                 }
             }
-            let s = shared.lock().unwrap_or_else(|e| e.into_inner());
+            let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
             let open: usize = s
                 .processors
                 .values()
@@ -381,6 +412,7 @@ pub fn run(
             // Lag: one watermark request per assigned partition, every couple of seconds.
             if last_lag.elapsed() >= Duration::from_secs(2) {
                 last_lag = StdInstant::now();
+                let mut caught_up_now = Vec::new();
                 for (&partition, p) in &s.processors {
                     match consumer.fetch_watermarks(
                         &cfg.kafka.topic,
@@ -389,13 +421,40 @@ pub fn run(
                     ) {
                         Ok((_, high)) => {
                             metrics.broker_up.set(1);
-                            metrics.set_lag(partition, Some(high - p.next_offset as i64));
+                            let lag = high - p.next_offset as i64;
+                            metrics.set_lag(partition, Some(lag));
+                            if lag <= cfg.alerts.hold_lag && s.held.contains(&partition) {
+                                caught_up_now.push(partition);
+                            }
                         }
                         Err(e) => {
                             metrics.broker_up.set(0);
                             tracing::warn!(error = %e, "broker unreachable; retrying");
                         }
                     }
+                }
+                // Caught up: the outbox scan delivers what was held, if it still holds.
+                for p in &caught_up_now {
+                    s.held.remove(p);
+                }
+                let topic = &cfg.kafka.topic;
+                if let Some(d) = &dispatcher {
+                    let rescan_all =
+                        last_rescan.elapsed() >= Duration::from_secs(cfg.alerts.rescan_secs.max(1));
+                    let partitions: Vec<(String, u32)> = if rescan_all {
+                        last_rescan = StdInstant::now();
+                        s.processors
+                            .keys()
+                            .filter(|p| !s.held.contains(p))
+                            .map(|&p| (topic.clone(), p as u32))
+                            .collect()
+                    } else {
+                        caught_up_now
+                            .iter()
+                            .map(|&p| (topic.clone(), p as u32))
+                            .collect()
+                    };
+                    d.rescan(partitions);
                 }
             }
         }
@@ -425,8 +484,15 @@ pub fn run(
 
         if let Some(idle) = opts.exit_when_idle {
             // Idle means: partitions assigned, nothing new for `idle`, and at the high watermark.
+            let alerts_done = dispatcher.as_ref().is_none_or(Dispatcher::is_idle)
+                && shared
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .held
+                    .is_empty();
             if last_message.elapsed() >= idle
                 && pending == 0
+                && alerts_done
                 && caught_up(&shared, &consumer, &cfg.kafka.topic)
             {
                 tracing::info!("idle: stopping");

@@ -3,10 +3,12 @@
 //! Tests that need ClickHouse or the broker use [`support`], which finds the services started
 //! by `scripts/services up` and fails (never skips) when they are missing.
 
+mod alerts;
 mod cli;
 mod contract;
 mod pipeline;
 mod queries;
+mod receiver;
 mod service;
 mod smoke;
 mod support;

@@ -10,7 +10,7 @@ use crate::pipeline::{assert_same, casewatch, replay_csv, run_ok, simulated_line
 use crate::support::{TestDb, TestTopics};
 
 /// `casewatch` configured for one test's database, topic and consumer group.
-fn service(db: &TestDb, topic: &str) -> Command {
+pub fn service(db: &TestDb, topic: &str) -> Command {
     let mut c = casewatch(db);
     c.env("CASEWATCH__KAFKA__BROKERS", crate::support::kafka_brokers())
         .env("CASEWATCH__KAFKA__TOPIC", topic)
@@ -25,14 +25,14 @@ fn service(db: &TestDb, topic: &str) -> Command {
     c
 }
 
-fn write_lines(dir: &std::path::Path, lines: &[String]) -> std::path::PathBuf {
+pub fn write_lines(dir: &std::path::Path, lines: &[String]) -> std::path::PathBuf {
     let file = dir.join("events.ndjson");
     std::fs::write(&file, lines.join("\n") + "\n").unwrap();
     file
 }
 
 /// Produces lines to the topic (key = case_id), many in flight, all acknowledged.
-async fn produce(db: &TestDb, topic: &str, lines: &[String]) {
+pub async fn produce(db: &TestDb, topic: &str, lines: &[String]) {
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let producer: FutureProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", crate::support::kafka_brokers())
@@ -104,21 +104,21 @@ async fn assert_tables_equal_replay(db: &TestDb, dir: &std::path::Path, file: &s
 /// A running `casewatch` that is killed when the test ends, pass or fail: a consumer left
 /// running after its test dropped the topic would fetch a deleted topic, which kills tansu's
 /// sqlite storage for every other test.
-struct Running(Child, tempfile::NamedTempFile);
+pub struct Running(Child, tempfile::NamedTempFile);
 
 impl Running {
-    fn id(&self) -> u32 {
+    pub fn id(&self) -> u32 {
         self.0.id()
     }
 
     /// SIGKILL, and reap.
-    fn kill(&mut self) {
+    pub fn kill(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
 
     /// Waits for the exit, failing the test after `limit`.
-    fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+    pub fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
         let deadline = std::time::Instant::now() + limit;
         loop {
             if let Some(status) = self.0.try_wait().unwrap() {
@@ -151,7 +151,7 @@ impl Drop for Running {
 }
 
 /// Starts `casewatch` at log level info; its log is printed if the test fails.
-fn spawn(c: &mut Command) -> Running {
+pub fn spawn(c: &mut Command) -> Running {
     let log = tempfile::NamedTempFile::new().unwrap();
     let child = c
         .env("RUST_LOG", "info,librdkafka=warn")
@@ -244,7 +244,7 @@ async fn events_delivered_twice_are_counted_once() {
     assert_tables_equal_replay(&db, dir.path(), &file).await;
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -253,7 +253,7 @@ fn free_port() -> u16 {
 }
 
 /// A counter from the service's /metrics, over a plain HTTP/1.1 request.
-fn metric(port: u16, name: &str) -> Option<u64> {
+pub fn metric(port: u16, name: &str) -> Option<u64> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")

@@ -1,0 +1,614 @@
+//! Delivery: per-webhook bounded queues and concurrency, retries with backoff and jitter,
+//! every attempt recorded, revocations as follow-ups (see the module above for the design).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::clickhouse::Row;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, Semaphore};
+
+use super::format::{render, Context};
+use crate::config::{Config, WebhookConfig};
+use crate::core::engine::Calendars;
+use crate::metrics::Metrics;
+use crate::sinks::clickhouse::rows::AlertRecord;
+use crate::sinks::clickhouse::ClickhouseWriter;
+
+/// What one attempt's answer means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Delivered,
+    /// Network error, timeout, 5xx, 408 or 429 (with the server's `Retry-After`, if any).
+    Retry(Option<Duration>),
+    /// Any other 4xx (or 3xx): retrying cannot help.
+    Rejected,
+}
+
+/// Classifies an answer (`None`: no answer at all).
+pub fn classify(status: Option<u16>, retry_after: Option<&str>) -> Verdict {
+    let after = retry_after
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    match status {
+        None => Verdict::Retry(None),
+        Some(200..=299) => Verdict::Delivered,
+        Some(408 | 429) | Some(500..=599) => Verdict::Retry(after),
+        Some(_) => Verdict::Rejected,
+    }
+}
+
+/// The wait before attempt `attempt + 1`: exponential from 500 ms up to 60 s, with jitter
+/// (`jitter` in [0, 1) picks between half and all of it), never shorter than `Retry-After`.
+pub fn backoff(attempt: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
+    let base = Duration::from_millis(500)
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+        .min(Duration::from_secs(60));
+    let jittered = base.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0));
+    retry_after.map_or(jittered, |r| r.max(jittered.min(r)))
+}
+
+/// `alert_deliveries`: one row per attempt.
+#[derive(Debug, Clone, Row, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    pub alert_id: String,
+    pub webhook: String,
+    pub revocation: u8,
+    pub attempt: u32,
+    /// `delivered`, `retry`, `rejected` or `exhausted`.
+    pub outcome: String,
+    pub http_status: u16,
+    pub error: String,
+    pub attempted_at: u32,
+}
+
+/// One message to send.
+struct Job {
+    alert: AlertRecord,
+    revocation: bool,
+    /// Set when the alert is revoked: a raise not yet attempted is dropped.
+    cancel: Arc<AtomicBool>,
+}
+
+/// How a job ended, reported back to the dispatcher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    Delivered,
+    Failed,
+    Cancelled,
+}
+
+struct Done {
+    alert_id: String,
+    webhook: String,
+    revocation: bool,
+    ended: Ended,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    None,
+    InFlight,
+    Delivered,
+    Failed,
+}
+
+/// Delivery state of one (alert, webhook).
+struct Track {
+    alert: AlertRecord,
+    raise: Phase,
+    revoke: Phase,
+    cancel: Arc<AtomicBool>,
+}
+
+enum Input {
+    Alerts(Vec<AlertRecord>),
+    /// Scan the outbox for these (topic, partition)s.
+    Rescan(Vec<(String, u32)>),
+}
+
+/// Everything a delivery needs besides the job.
+struct Sender {
+    hook: WebhookConfig,
+    http: reqwest::Client,
+    cfg: Arc<Config>,
+    calendars: Calendars,
+    metrics: Arc<Metrics>,
+    records: mpsc::UnboundedSender<DeliveryRecord>,
+    started_at: i64,
+}
+
+impl Sender {
+    /// Sends a job until it is delivered, rejected, exhausted or cancelled.
+    async fn deliver(&self, job: &Job) -> Ended {
+        let window_name = self.cfg.window_name(&job.alert.window_id);
+        let calendar = self.calendars.get(&job.alert.center_id).clone();
+        for attempt in 1..=self.hook.max_attempts {
+            if !job.revocation && job.cancel.load(Ordering::Relaxed) {
+                return Ended::Cancelled;
+            }
+            let now_millis = chrono::Utc::now().timestamp_millis();
+            let ctx = Context {
+                alert: &job.alert,
+                revocation: job.revocation,
+                window_name: &window_name,
+                calendar: &calendar,
+                now_millis,
+            };
+            let msg = render(
+                self.hook.format,
+                &self.hook.url,
+                self.hook.secret.expose(),
+                &ctx,
+            );
+            let mut request = self
+                .http
+                .post(&msg.url)
+                .timeout(Duration::from_millis(self.hook.timeout_ms))
+                .body(msg.body);
+            for (k, v) in &msg.headers {
+                request = request.header(k, v);
+            }
+            let (status, retry_after, error) = match request.send().await {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let retry_after = resp
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
+                    let text = if resp.status().is_success() {
+                        String::new()
+                    } else {
+                        resp.text()
+                            .await
+                            .unwrap_or_default()
+                            .chars()
+                            .take(500)
+                            .collect()
+                    };
+                    (Some(status), retry_after, text)
+                }
+                // The error text may hold the URL (with a DingTalk token): keep the kind only.
+                Err(e) => (None, None, error_kind(&e)),
+            };
+            let verdict = classify(status, retry_after.as_deref());
+            let last = attempt == self.hook.max_attempts;
+            let outcome = match verdict {
+                Verdict::Delivered => "delivered",
+                Verdict::Rejected => "rejected",
+                Verdict::Retry(_) if last => "exhausted",
+                Verdict::Retry(_) => "retry",
+            };
+            self.metrics.delivery(&self.hook.name, outcome);
+            let _ = self.records.send(DeliveryRecord {
+                alert_id: job.alert.alert_id.clone(),
+                webhook: self.hook.name.clone(),
+                revocation: u8::from(job.revocation),
+                attempt,
+                outcome: outcome.to_string(),
+                http_status: status.unwrap_or(0),
+                error,
+                attempted_at: (now_millis / 1000) as u32,
+            });
+            match verdict {
+                Verdict::Delivered => {
+                    let since = if job.revocation {
+                        job.alert.revoked_at.unwrap_or(job.alert.detected_at)
+                    } else {
+                        job.alert.detected_at
+                    };
+                    if i64::from(since) >= self.started_at {
+                        let seconds = (chrono::Utc::now().timestamp_millis()
+                            - i64::from(since) * 1000) as f64
+                            / 1000.0;
+                        self.metrics.delivery_latency.observe(seconds.max(0.0));
+                    }
+                    return Ended::Delivered;
+                }
+                Verdict::Rejected => {
+                    tracing::warn!(webhook = %self.hook.name, alert = %job.alert.alert_id, status, "webhook rejected the alert; not retried");
+                    return Ended::Failed;
+                }
+                Verdict::Retry(_) if last => {
+                    tracing::warn!(webhook = %self.hook.name, alert = %job.alert.alert_id, attempts = attempt, "webhook delivery gave up after the attempt limit");
+                    return Ended::Failed;
+                }
+                Verdict::Retry(after) => {
+                    tokio::time::sleep(backoff(attempt, after, rand::random::<f64>())).await;
+                }
+            }
+        }
+        Ended::Failed
+    }
+}
+
+fn error_kind(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timeout".into()
+    } else if e.is_connect() {
+        "connect".into()
+    } else {
+        "network".into()
+    }
+}
+
+/// The handle the consumer talks to; cheap to clone.
+#[derive(Clone)]
+pub struct Dispatcher {
+    input: mpsc::UnboundedSender<Input>,
+    /// Inputs not yet handled plus jobs not yet ended.
+    busy: Arc<AtomicUsize>,
+}
+
+impl Dispatcher {
+    /// Hands over alert rows that are durable in ClickHouse.
+    pub fn alerts(&self, rows: Vec<AlertRecord>) {
+        if !rows.is_empty() {
+            self.busy.fetch_add(1, Ordering::SeqCst);
+            if self.input.send(Input::Alerts(rows)).is_err() {
+                self.busy.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Asks for an outbox scan of these partitions.
+    pub fn rescan(&self, partitions: Vec<(String, u32)>) {
+        if !partitions.is_empty() {
+            self.busy.fetch_add(1, Ordering::SeqCst);
+            if self.input.send(Input::Rescan(partitions)).is_err() {
+                self.busy.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Nothing waiting, nothing in flight.
+    pub fn is_idle(&self) -> bool {
+        self.busy.load(Ordering::SeqCst) == 0
+    }
+
+    /// Starts the dispatcher, its webhook workers and the `alert_deliveries` writer on the
+    /// current tokio runtime.
+    pub fn start(
+        cfg: Arc<Config>,
+        client: ::clickhouse::Client,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let calendars = cfg.calendars()?;
+        let http = reqwest::Client::builder().build()?;
+        let (input_tx, input_rx) = mpsc::unbounded_channel();
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let (records_tx, records_rx) = mpsc::unbounded_channel();
+        let busy = Arc::new(AtomicUsize::new(0));
+        let writer = ClickhouseWriter::new(client.clone());
+        tokio::spawn(write_records(writer, records_rx));
+        let started_at = chrono::Utc::now().timestamp();
+        let mut queues = HashMap::new();
+        for hook in &cfg.alerts.webhooks {
+            let (tx, rx) = mpsc::channel::<Job>(hook.queue);
+            let sender = Arc::new(Sender {
+                hook: hook.clone(),
+                http: http.clone(),
+                cfg: cfg.clone(),
+                calendars: calendars.clone(),
+                metrics: metrics.clone(),
+                records: records_tx.clone(),
+                started_at,
+            });
+            tokio::spawn(run_webhook(sender, rx, done_tx.clone()));
+            queues.insert(hook.name.clone(), tx);
+        }
+        let state = State {
+            cfg,
+            client,
+            metrics,
+            queues,
+            tracks: HashMap::new(),
+            busy: busy.clone(),
+        };
+        tokio::spawn(state.run(input_rx, done_rx));
+        Ok(Self {
+            input: input_tx,
+            busy,
+        })
+    }
+}
+
+/// Takes jobs one by one and runs up to `concurrency` of them at once.
+async fn run_webhook(
+    sender: Arc<Sender>,
+    mut jobs: mpsc::Receiver<Job>,
+    done: mpsc::UnboundedSender<Done>,
+) {
+    let permits = Arc::new(Semaphore::new(sender.hook.concurrency));
+    while let Some(job) = jobs.recv().await {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let (sender, done) = (sender.clone(), done.clone());
+        tokio::spawn(async move {
+            let ended = sender.deliver(&job).await;
+            drop(permit);
+            let _ = done.send(Done {
+                alert_id: job.alert.alert_id,
+                webhook: sender.hook.name.clone(),
+                revocation: job.revocation,
+                ended,
+            });
+        });
+    }
+}
+
+/// Writes delivery records in small batches, retrying until ClickHouse takes them.
+async fn write_records(writer: ClickhouseWriter, mut rx: mpsc::UnboundedReceiver<DeliveryRecord>) {
+    while let Some(first) = rx.recv().await {
+        let mut rows = vec![first];
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        while let Ok(r) = rx.try_recv() {
+            rows.push(r);
+        }
+        if let Err(e) = writer.insert_all("alert_deliveries", &rows).await {
+            tracing::error!(error = %e, "cannot record alert deliveries");
+        }
+    }
+}
+
+struct State {
+    cfg: Arc<Config>,
+    client: ::clickhouse::Client,
+    metrics: Arc<Metrics>,
+    queues: HashMap<String, mpsc::Sender<Job>>,
+    tracks: HashMap<(String, String), Track>,
+    busy: Arc<AtomicUsize>,
+}
+
+impl State {
+    async fn run(
+        mut self,
+        mut input: mpsc::UnboundedReceiver<Input>,
+        mut done: mpsc::UnboundedReceiver<Done>,
+    ) {
+        loop {
+            tokio::select! {
+                Some(i) = input.recv() => {
+                    match i {
+                        Input::Alerts(rows) => {
+                            for a in rows {
+                                self.update(&a, None);
+                            }
+                        }
+                        Input::Rescan(partitions) => {
+                            if let Err(e) = self.rescan(&partitions).await {
+                                tracing::warn!(error = %e, "cannot scan the alert outbox; the next scan retries");
+                            }
+                        }
+                    }
+                    self.busy.fetch_sub(1, Ordering::SeqCst);
+                }
+                Some(d) = done.recv() => {
+                    self.ended(d);
+                    self.busy.fetch_sub(1, Ordering::SeqCst);
+                }
+                else => return,
+            }
+        }
+    }
+
+    /// A new state of an alert (`known`: final outcomes already recorded, from a scan).
+    fn update(
+        &mut self,
+        alert: &AlertRecord,
+        known: Option<&HashMap<(String, String, u8), Phase>>,
+    ) {
+        let hooks: Vec<String> = super::route(&self.cfg.alerts, alert)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        for hook in hooks {
+            let key = (alert.alert_id.clone(), hook.clone());
+            let track = self.tracks.entry(key.clone()).or_insert_with(|| {
+                let phase = |revocation: u8| {
+                    known
+                        .and_then(|k| k.get(&(alert.alert_id.clone(), hook.clone(), revocation)))
+                        .copied()
+                        .unwrap_or(Phase::None)
+                };
+                Track {
+                    alert: alert.clone(),
+                    raise: phase(0),
+                    revoke: phase(1),
+                    cancel: Arc::new(AtomicBool::new(false)),
+                }
+            });
+            track.alert = alert.clone();
+            if alert.revoked == 1 {
+                track.cancel.store(true, Ordering::Relaxed);
+            }
+            self.step(&key);
+        }
+    }
+
+    /// Enqueues what a track needs next, if anything.
+    fn step(&mut self, key: &(String, String)) {
+        let Some(track) = self.tracks.get_mut(key) else {
+            return;
+        };
+        let revoked = track.alert.revoked == 1;
+        let revocation = if !revoked && track.raise == Phase::None {
+            false
+        } else if revoked && track.raise == Phase::Delivered && track.revoke == Phase::None {
+            true
+        } else {
+            return;
+        };
+        let Some(queue) = self.queues.get(&key.1) else {
+            return;
+        };
+        if !revocation {
+            track.cancel = Arc::new(AtomicBool::new(false));
+        }
+        let job = Job {
+            alert: track.alert.clone(),
+            revocation,
+            cancel: track.cancel.clone(),
+        };
+        // A full queue (a slow receiver) leaves the alert in the outbox for the next scan.
+        if queue.try_send(job).is_ok() {
+            self.busy.fetch_add(1, Ordering::SeqCst);
+            if revocation {
+                track.revoke = Phase::InFlight;
+            } else {
+                track.raise = Phase::InFlight;
+                self.metrics
+                    .alert_raised(&track.alert.kind, &track.alert.level);
+            }
+        }
+    }
+
+    fn ended(&mut self, d: Done) {
+        let key = (d.alert_id, d.webhook);
+        if let Some(track) = self.tracks.get_mut(&key) {
+            let phase = match d.ended {
+                Ended::Delivered => Phase::Delivered,
+                Ended::Failed => Phase::Failed,
+                Ended::Cancelled => Phase::None,
+            };
+            if d.revocation {
+                track.revoke = phase;
+            } else {
+                track.raise = phase;
+            }
+        }
+        self.step(&key);
+    }
+
+    /// Loads the outbox of some partitions and the final outcomes recorded so far.
+    async fn rescan(
+        &mut self,
+        partitions: &[(String, u32)],
+    ) -> Result<(), ::clickhouse::error::Error> {
+        let mut known: HashMap<(String, String, u8), Phase> = HashMap::new();
+        let finals: Vec<(String, String, u8, String)> = self
+            .client
+            .query("SELECT alert_id, webhook, revocation, outcome FROM alert_deliveries WHERE outcome != 'retry'")
+            .fetch_all()
+            .await?;
+        for (alert_id, webhook, revocation, outcome) in finals {
+            let phase = if outcome == "delivered" {
+                Phase::Delivered
+            } else {
+                Phase::Failed
+            };
+            let entry = known
+                .entry((alert_id, webhook, revocation))
+                .or_insert(phase);
+            if phase == Phase::Delivered {
+                *entry = Phase::Delivered;
+            }
+        }
+        for (topic, partition) in partitions {
+            let alerts: Vec<AlertRecord> = self
+                .client
+                .query("SELECT ?fields FROM alerts FINAL WHERE topic = ? AND partition = ?")
+                .bind(topic)
+                .bind(*partition)
+                .fetch_all()
+                .await?;
+            for a in alerts {
+                // Recorded outcomes win over what this process believes is still to do.
+                for hook in super::route(&self.cfg.alerts, &a) {
+                    if let Some(t) = self.tracks.get_mut(&(a.alert_id.clone(), hook.to_string())) {
+                        for (revocation, phase) in [(0u8, &mut t.raise), (1u8, &mut t.revoke)] {
+                            if *phase == Phase::None {
+                                if let Some(p) =
+                                    known.get(&(a.alert_id.clone(), hook.to_string(), revocation))
+                                {
+                                    *phase = *p;
+                                }
+                            }
+                        }
+                    }
+                }
+                self.update(&a, Some(&known));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `casewatch alerts test --webhook NAME`: sends a sample alert and records the attempts.
+pub async fn send_test(
+    cfg: Arc<Config>,
+    client: ::clickhouse::Client,
+    webhook: &str,
+) -> anyhow::Result<bool> {
+    let hook = cfg
+        .alerts
+        .webhooks
+        .iter()
+        .find(|w| w.name == webhook)
+        .ok_or_else(|| anyhow::anyhow!("no webhook named {webhook:?} in alerts.webhooks"))?
+        .clone();
+    let now = chrono::Utc::now().timestamp();
+    let window = cfg.windows.first();
+    let alert = AlertRecord {
+        alert_id: format!("test-{}", chrono::Utc::now().timestamp_millis()),
+        case_id: "TEST-0001".into(),
+        kind: "overdue".into(),
+        level: "yellow".into(),
+        center_id: window.map_or("C001".into(), |w| w.center.clone()),
+        window_id: window.map_or("W01".into(), |w| w.id.clone()),
+        department: window.map_or(String::new(), |w| w.department.clone()),
+        item_code: "TEST".into(),
+        item_name: "测试事项（casewatch 告警测试，请忽略）".into(),
+        accepted_at: Some((now - 8 * 86_400) as u32),
+        promised_deadline: Some((now - 86_400) as u32),
+        legal_deadline: None,
+        detected_at: (now - 86_400) as u32,
+        revoked: 0,
+        revoked_at: None,
+        topic: String::new(),
+        partition: 0,
+        version: 0,
+    };
+    let (records_tx, mut records_rx) = mpsc::unbounded_channel();
+    let sender = Sender {
+        hook,
+        http: reqwest::Client::builder().build()?,
+        calendars: cfg.calendars()?,
+        cfg: cfg.clone(),
+        metrics: Arc::new(Metrics::default()),
+        records: records_tx,
+        started_at: now,
+    };
+    let job = Job {
+        alert,
+        revocation: false,
+        cancel: Arc::new(AtomicBool::new(false)),
+    };
+    let ended = sender.deliver(&job).await;
+    drop(sender);
+    let mut rows = Vec::new();
+    while let Some(r) = records_rx.recv().await {
+        println!(
+            "attempt {}: {} (HTTP {}){}",
+            r.attempt,
+            r.outcome,
+            r.http_status,
+            if r.error.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", r.error)
+            }
+        );
+        rows.push(r);
+    }
+    let mut writer = ClickhouseWriter::new(client);
+    writer.max_attempts = Some(3);
+    if let Err(e) = writer.insert_all("alert_deliveries", &rows).await {
+        eprintln!("warning: attempts not recorded in clickhouse: {e}");
+    }
+    Ok(ended == Ended::Delivered)
+}

@@ -1,0 +1,379 @@
+//! Webhook alerts against real HTTP receivers on loopback, the real broker and ClickHouse.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::pipeline::{casewatch, run_ok, simulated_lines};
+use crate::receiver::{Receiver, Reply};
+use crate::service::{free_port, metric, produce, service, spawn};
+use crate::support::{TestDb, TestTopics};
+
+fn ok() -> Reply {
+    Reply::Status(200, vec![])
+}
+
+/// A config file with these webhooks (TOML tables) and routes.
+fn config(dir: &std::path::Path, webhooks: &[String], routes: &[&str]) -> std::path::PathBuf {
+    let mut toml = String::from("[alerts]\nhold_lag = 1000\nrescan_secs = 2\n");
+    for w in webhooks {
+        toml.push_str(&format!("[[alerts.webhooks]]\n{w}\n"));
+    }
+    for r in routes {
+        toml.push_str(&format!("[[alerts.routes]]\n{r}\n"));
+    }
+    let path = dir.join("casewatch.toml");
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+fn hook(name: &str, url: &str, format: &str, extra: &str) -> String {
+    format!("name = \"{name}\"\nurl = \"{url}\"\nformat = \"{format}\"\n{extra}")
+}
+
+fn hmac_hex(key: &str, data: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(data.as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+async fn deliveries(db: &TestDb, alert_id: &str) -> Vec<(u32, String, u16)> {
+    db.client()
+        .query("SELECT attempt, outcome, http_status FROM alert_deliveries WHERE alert_id = ? ORDER BY attempt")
+        .bind(alert_id)
+        .fetch_all()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_500_and_429_with_retry_after_then_delivers_once_signed() {
+    let db = TestDb::new().await;
+    run_ok(casewatch(&db).arg("migrate"));
+    let receiver = Receiver::start(
+        vec![
+            Reply::Status(500, vec![]),
+            Reply::Status(429, vec![("retry-after", "1".into())]),
+        ],
+        ok(),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        &[hook(
+            "ops",
+            &receiver.url,
+            "generic",
+            "secret_env = \"OPS_SECRET\"\nmax_attempts = 5",
+        )],
+        &["webhooks = [\"ops\"]"],
+    );
+    let out = casewatch(&db)
+        .env("OPS_SECRET", "s3cret-value")
+        .arg("--config")
+        .arg(&cfg)
+        .args(["alerts", "test", "--webhook", "ops"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !stdout.contains("s3cret-value")
+            && !String::from_utf8_lossy(&out.stderr).contains("s3cret-value")
+    );
+
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 3, "500, 429, then 200");
+    let id = requests[0]
+        .header("x-casewatch-alert-id")
+        .unwrap()
+        .to_string();
+    for r in &requests {
+        assert_eq!(
+            r.header("x-casewatch-alert-id"),
+            Some(id.as_str()),
+            "one alert id"
+        );
+        // The receiver checks the signature the documented way.
+        let ts = r.header("x-casewatch-timestamp").unwrap();
+        let expected = format!(
+            "sha256={}",
+            hmac_hex("s3cret-value", &format!("{ts}.{}", r.body))
+        );
+        assert_eq!(r.header("x-casewatch-signature"), Some(expected.as_str()));
+        assert_eq!(r.json()["alert_id"], id.as_str());
+    }
+    assert!(
+        requests[2].at - requests[1].at >= Duration::from_millis(950),
+        "Retry-After: 1 is honoured"
+    );
+    assert_eq!(
+        deliveries(&db, &id).await,
+        vec![
+            (1, "retry".into(), 500),
+            (2, "retry".into(), 429),
+            (3, "delivered".into(), 200)
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_400_is_one_permanent_failure() {
+    let db = TestDb::new().await;
+    run_ok(casewatch(&db).arg("migrate"));
+    let receiver = Receiver::start(vec![], Reply::Status(400, vec![])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        &[hook("ops", &receiver.url, "wecom", "")],
+        &["webhooks = [\"ops\"]"],
+    );
+    let out = casewatch(&db)
+        .arg("--config")
+        .arg(&cfg)
+        .args(["alerts", "test", "--webhook", "ops"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].json()["msgtype"], "markdown");
+    let id = requests[0].header("x-casewatch-alert-id").unwrap();
+    assert_eq!(deliveries(&db, id).await, vec![(1, "rejected".into(), 400)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dingtalk_requests_carry_a_valid_signature() {
+    use base64::Engine as _;
+    let db = TestDb::new().await;
+    run_ok(casewatch(&db).arg("migrate"));
+    let receiver = Receiver::start(vec![], ok()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("{}?access_token=tok", receiver.url);
+    let cfg = config(
+        dir.path(),
+        &[hook(
+            "ding",
+            &url,
+            "dingtalk",
+            "secret_env = \"DING_SECRET\"",
+        )],
+        &["webhooks = [\"ding\"]"],
+    );
+    let out = casewatch(&db)
+        .env("DING_SECRET", "SEC123")
+        .arg("--config")
+        .arg(&cfg)
+        .args(["alerts", "test", "--webhook", "ding"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let r = &receiver.requests()[0];
+    // DingTalk's check: timestamp within an hour, sign = base64(HMAC-SHA256(secret, ts\nsecret)).
+    let query: std::collections::HashMap<String, String> = r
+        .target
+        .split_once('?')
+        .unwrap()
+        .1
+        .split('&')
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap();
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    assert_eq!(query["access_token"], "tok");
+    let ts: i64 = query["timestamp"].parse().unwrap();
+    assert!((chrono::Utc::now().timestamp_millis() - ts).abs() < 3_600_000);
+    let mut mac = Hmac::<Sha256>::new_from_slice(b"SEC123").unwrap();
+    mac.update(format!("{ts}\nSEC123").as_bytes());
+    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let sign = query["sign"]
+        .replace("%2B", "+")
+        .replace("%2F", "/")
+        .replace("%3D", "=");
+    assert_eq!(sign, expected);
+    let body = r.json();
+    assert_eq!(body["msgtype"], "markdown");
+    assert!(body["markdown"]["text"].as_str().unwrap().contains("黄牌"));
+}
+
+/// Alert ids (raises, not revocations) a receiver got.
+fn raised_ids(r: &Receiver) -> BTreeSet<String> {
+    r.requests()
+        .iter()
+        .map(|q| q.json())
+        .filter(|v| v["revocation"] == false)
+        .map(|v| v["alert_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A case accepted 40 days ago with 3 promised days: deadline warning, overdue and legal
+/// overdue all hold now (warning → yellow → red).
+fn escalating_case() -> String {
+    let accepted = (chrono::Utc::now() - chrono::Duration::days(40))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    serde_json::json!({
+        "version": 1, "event_id": "esc-1", "case_id": "ESC-0001", "type": "accepted",
+        "occurred_at": accepted, "source": "hall", "center_id": "C001", "window_id": "W99",
+        "department": "县测试局",
+        "item": {"code": "W99-001", "name": "测试事项", "kind": "promised", "promised_days": 3}
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_reach_their_audiences_despite_a_sigkill_and_a_dead_receiver() {
+    let db = TestDb::new().await;
+    let topics = TestTopics::new(1, 2).await;
+    let topic = topics.name(0).to_string();
+    run_ok(casewatch(&db).arg("migrate"));
+    let mut lines = simulated_lines(31, 2, 0.3);
+    lines.push(escalating_case());
+    produce(&db, &topic, &lines).await;
+
+    // Everyone answers 503 at first, so alerts are pending when the consumer is killed.
+    let all = Receiver::start(vec![], Reply::Status(503, vec![])).await;
+    let chief = Receiver::start(vec![], ok()).await;
+    let director = Receiver::start(vec![], ok()).await;
+    let dead = Receiver::start(vec![], Reply::Hang).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        &[
+            hook("all", &all.url, "generic", "max_attempts = 3"),
+            hook("chief", &chief.url, "generic", ""),
+            hook("director", &director.url, "generic", ""),
+            hook(
+                "dead",
+                &dead.url,
+                "generic",
+                "timeout_ms = 60000\nqueue = 4\nconcurrency = 1",
+            ),
+        ],
+        &[
+            "webhooks = [\"all\", \"dead\"]",
+            "levels = [\"yellow\", \"red\"]\nwebhooks = [\"chief\"]",
+            "levels = [\"red\"]\nwebhooks = [\"director\"]",
+        ],
+    );
+    let port = free_port();
+    let run = |port: u16| {
+        let mut c = service(&db, &topic);
+        c.arg("--config")
+            .arg(&cfg)
+            .env("CASEWATCH__KAFKA__INSTANCE_ID", "alerts-test")
+            .env("CASEWATCH__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            .arg("run");
+        c
+    };
+    let mut child = spawn(&mut run(port));
+    let retried = r#"casewatch_alert_deliveries_total{webhook="all",outcome="retry"}"#;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while metric(port, retried).unwrap_or(0) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no alert was attempted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child.kill(); // SIGKILL with alerts pending
+    all.set_default(ok());
+
+    let port = free_port();
+    let mut child = spawn(&mut run(port));
+    let client = db.client();
+    // Alerts of these levels (`held`: only those not revoked).
+    let expected = |levels: &'static [&'static str], held: bool| {
+        let client = client.clone();
+        async move {
+            let ids: Vec<String> = client
+                .query(
+                    "SELECT alert_id FROM alerts FINAL WHERE (revoked = 0 OR ?) AND has(?, level)",
+                )
+                .bind(u8::from(!held))
+                .bind(levels)
+                .fetch_all()
+                .await
+                .unwrap();
+            ids.into_iter().collect::<BTreeSet<String>>()
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let want = expected(&["warning", "yellow", "red"], true).await;
+        let consumed = metric(port, "casewatch_events_consumed_total").unwrap_or(0);
+        if consumed > 0 && !want.is_empty() && want.is_subset(&raised_ids(&all)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every alert reached `all`: {} of {}",
+            raised_ids(&all).len(),
+            want.len()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Escalation: the chief got every yellow and red card that holds, the director every red
+    // one, and neither anything of another level (a card revoked in the meantime may or may
+    // not have reached them first).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let chief_ok = expected(&["yellow", "red"], true)
+            .await
+            .is_subset(&raised_ids(&chief));
+        let director_ok = expected(&["red"], true)
+            .await
+            .is_subset(&raised_ids(&director));
+        if chief_ok && director_ok {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "chief/director did not get their cards"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(raised_ids(&chief).is_subset(&expected(&["yellow", "red"], false).await));
+    assert!(raised_ids(&director).is_subset(&expected(&["red"], false).await));
+    let esc: Vec<(String, String)> = client
+        .query("SELECT kind, alert_id FROM alerts FINAL WHERE case_id = 'ESC-0001' AND revoked = 0 ORDER BY kind")
+        .fetch_all()
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = esc.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kinds, ["deadline_warning", "legal_overdue", "overdue"]);
+    for (kind, id) in &esc {
+        assert!(
+            raised_ids(&all).contains(id),
+            "{kind} reached the window's supervisors"
+        );
+        assert_eq!(
+            raised_ids(&chief).contains(id),
+            kind != "deadline_warning",
+            "{kind} and the chief"
+        );
+        assert_eq!(
+            raised_ids(&director).contains(id),
+            kind == "legal_overdue",
+            "{kind} and the director"
+        );
+    }
+    // The dead receiver held at most its concurrency, and held up nobody.
+    assert!(!dead.requests().is_empty() && dead.requests().len() <= 6);
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    assert!(child.wait(Duration::from_secs(60)).success());
+}
