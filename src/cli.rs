@@ -73,6 +73,22 @@ pub enum Command {
     /// Webhook alerts.
     #[command(subcommand)]
     Alerts(AlertsCommand),
+    /// Write the monthly bulletin or quarterly report (Markdown, HTML, ranking CSV).
+    Bulletin {
+        /// YYYY-MM (a month), YYYY-Qn (a quarter), last-month or last-quarter (in the
+        /// centre's timezone).
+        #[arg(long)]
+        period: String,
+        /// Only this centre (default: every centre in the database).
+        #[arg(long)]
+        center: Option<String>,
+        /// zh (default) or en.
+        #[arg(long, default_value = "zh")]
+        lang: String,
+        /// Directory of the output files.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
     /// Check in ClickHouse that window_daily equals what cases and anomalies imply.
     Verify {
         /// First day (YYYY-MM-DD, centre-local).
@@ -229,6 +245,21 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 }
             );
             Ok(if delivered { 0 } else { 1 })
+        }
+        Command::Bulletin {
+            period,
+            center,
+            lang,
+            out,
+        } => {
+            let cfg = Config::load_from_process(config_path)?;
+            runtime()?.block_on(bulletin_command(
+                &cfg,
+                &period,
+                center.as_deref(),
+                &lang,
+                &out,
+            ))
         }
         Command::Verify { from, to } => {
             let cfg = Config::load_from_process(config_path)?;
@@ -617,6 +648,57 @@ fn calendar_command(cfg: &Config, cmd: &CalendarCommand) -> anyhow::Result<i32> 
                 d = d.succ_opt().context("date out of range")?;
             }
         }
+    }
+    Ok(0)
+}
+
+/// `casewatch bulletin`.
+async fn bulletin_command(
+    cfg: &Config,
+    period: &str,
+    center: Option<&str>,
+    lang: &str,
+    out: &std::path::Path,
+) -> anyhow::Result<i32> {
+    use crate::bulletin::{render, Period, Weights};
+    let lang = match lang {
+        "zh" => render::Lang::Zh,
+        "en" => render::Lang::En,
+        other => anyhow::bail!("--lang must be zh or en, not {other:?}"),
+    };
+    let tz = cfg.calendars()?.get(center.unwrap_or("")).tz();
+    let today = chrono::Utc::now().with_timezone(&tz).date_naive();
+    let period = Period::parse(period, today)?;
+    let client = crate::sinks::clickhouse::client(&cfg.clickhouse);
+    let figures = crate::bulletin::load(&client, cfg, period, center).await?;
+    let w = cfg.bulletin.weights;
+    let ranked = crate::bulletin::rank(
+        &figures.windows,
+        Weights {
+            on_site: w.on_site,
+            on_time: w.on_time,
+            early: w.early,
+            evaluation: w.evaluation,
+            satisfaction: w.satisfaction,
+        },
+    );
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let label = period.label();
+    let files = [
+        (
+            format!("bulletin-{label}.md"),
+            render::markdown(lang, &figures, &ranked),
+        ),
+        (
+            format!("bulletin-{label}.html"),
+            render::html(lang, &figures, &ranked),
+        ),
+        (format!("ranking-{label}.csv"), render::csv(lang, &ranked)),
+    ];
+    for (name, text) in files {
+        let path = out.join(&name);
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        println!("{}", path.display());
     }
     Ok(0)
 }

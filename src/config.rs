@@ -65,6 +65,25 @@ pub struct Config {
     #[serde(default)]
     pub windows: Vec<WindowConfig>,
     pub alerts: AlertsConfig,
+    pub bulletin: BulletinConfig,
+}
+
+/// `[bulletin]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulletinConfig {
+    pub weights: BulletinWeights,
+}
+
+/// `[bulletin.weights]`: the window ranking's weights of the five rates.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulletinWeights {
+    pub on_site: f64,
+    pub on_time: f64,
+    pub early: f64,
+    pub evaluation: f64,
+    pub satisfaction: f64,
 }
 
 /// `[alerts]`: webhooks and the routes that pick them.

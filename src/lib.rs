@@ -16,6 +16,7 @@
 //! [`core::engine::Engine`] → sinks (ClickHouse, CSV, webhooks).
 
 pub mod alerts;
+pub mod bulletin;
 pub mod cli;
 pub mod config;
 pub mod core;

@@ -4,6 +4,7 @@
 //! by `scripts/services up` and fails (never skips) when they are missing.
 
 mod alerts;
+mod bulletin;
 mod cli;
 mod contract;
 mod pipeline;
