@@ -14,9 +14,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as StdInstant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tokio::runtime::Handle;
 
@@ -130,11 +131,9 @@ struct Context {
 
 impl ClientContext for Context {}
 
-impl ConsumerContext for Context {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Revoke(tpl) = rebalance else {
-            return;
-        };
+impl Context {
+    /// Revoked partitions: flush and commit them, then forget their state.
+    fn hand_back(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
         let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         tracing::info!(partitions = ?revoked, "partitions revoked: flushing and committing");
@@ -154,10 +153,8 @@ impl ConsumerContext for Context {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Assign(tpl) = rebalance else {
-            return;
-        };
+    /// Assigned partitions: rebuild each from ClickHouse (retrying while it is down).
+    fn take_over(&self, tpl: &TopicPartitionList) {
         let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         for e in tpl.elements() {
             let partition = e.partition();
@@ -206,6 +203,46 @@ impl ConsumerContext for Context {
             );
             shared.processors.insert(partition, processor);
             shared.held.insert(partition);
+        }
+    }
+}
+
+impl ConsumerContext for Context {
+    /// Eager rebalancing, with one change to rdkafka's default: an assigned partition resumes at
+    /// its ClickHouse checkpoint, not at the group's committed offset (which may lag behind it,
+    /// or be missing for a new group id).
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.take_over(tpl);
+                let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+                let resume: Vec<(String, i32, i64)> = tpl
+                    .elements()
+                    .iter()
+                    .filter_map(|e| {
+                        let p = shared.processors.get(&e.partition())?;
+                        Some((e.topic().to_string(), e.partition(), p.checkpoint as i64))
+                    })
+                    .collect();
+                for (topic, partition, offset) in resume {
+                    let _ = tpl.set_partition_offset(&topic, partition, Offset::Offset(offset));
+                }
+                if let Err(e) = consumer.assign(tpl) {
+                    shared.fatal = Some(format!("cannot take the assigned partitions: {e}"));
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.hand_back(consumer, tpl);
+                if let Err(e) = consumer.unassign() {
+                    tracing::warn!(error = %e, "unassign failed");
+                }
+            }
+            other => tracing::error!(error = ?other, "rebalance error"),
         }
     }
 }
@@ -625,4 +662,66 @@ pub async fn ensure_topic(cfg: &Config, topic: &str, partitions: i32) -> anyhow:
         }
     }
     Ok(())
+}
+
+/// Messages in a topic (the sum of its partitions' high watermarks; 0 when it does not exist).
+pub fn topic_messages(cfg: &Config, topic: &str) -> anyhow::Result<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.kafka.brokers)
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut total = 0;
+    for t in metadata.topics() {
+        if t.error().is_some() {
+            continue;
+        }
+        for p in t.partitions() {
+            let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+            total += high - low.max(0);
+        }
+    }
+    Ok(total)
+}
+
+/// The broker's limit: a consumer that only counts messages, with the same client settings as
+/// `run`, until it has read `expected` of them (or the topic's size when 0). Returns the count
+/// and the seconds from the first message to the last.
+pub fn drain_count(cfg: &Config, topic: &str, expected: i64) -> anyhow::Result<(i64, f64)> {
+    let expected = if expected > 0 {
+        expected
+    } else {
+        topic_messages(cfg, topic)?
+    };
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &cfg.kafka.brokers)
+        .set(
+            "group.id",
+            format!("{}-drain-{}", cfg.kafka.group_id, std::process::id()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "20");
+    for (k, v) in &cfg.kafka.client {
+        client.set(k, v);
+    }
+    let consumer: BaseConsumer = client.create()?;
+    consumer.subscribe(&[topic])?;
+    let (mut count, mut bytes) = (0i64, 0usize);
+    let mut first: Option<StdInstant> = None;
+    let deadline = StdInstant::now() + Duration::from_secs(3600);
+    while count < expected && StdInstant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                first.get_or_insert_with(StdInstant::now);
+                count += 1;
+                bytes += m.payload().map_or(0, <[u8]>::len);
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "kafka error while draining"),
+            None => {}
+        }
+    }
+    let secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+    tracing::info!(count, bytes, secs, "drained");
+    Ok((count, secs))
 }
