@@ -7,6 +7,7 @@ mod alerts;
 mod bulletin;
 mod cli;
 mod contract;
+mod docker;
 mod pipeline;
 mod queries;
 mod receiver;
