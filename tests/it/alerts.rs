@@ -377,3 +377,123 @@ async fn alerts_reach_their_audiences_despite_a_sigkill_and_a_dead_receiver() {
         .status();
     assert!(child.wait(Duration::from_secs(60)).success());
 }
+
+/// A `submitted` event `days` ago (late acceptance holds once 5 working days have passed) and,
+/// optionally, its acceptance one hour after submission (which shows it never held).
+fn submitted_case(case: &str, days: i64, accepted: bool) -> Vec<String> {
+    let at = chrono::Utc::now() - chrono::Duration::days(days);
+    let ts =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut lines = vec![serde_json::json!({
+        "version": 1, "event_id": format!("{case}-1"), "case_id": case, "type": "submitted",
+        "occurred_at": ts(at), "source": "online", "center_id": "C001", "window_id": "W01",
+        "item_code": "W01-001"
+    })
+    .to_string()];
+    if accepted {
+        lines.push(
+            serde_json::json!({
+                "version": 1, "event_id": format!("{case}-2"), "case_id": case, "type": "accepted",
+                "occurred_at": ts(at + chrono::Duration::hours(1)), "source": "hall",
+                "center_id": "C001", "window_id": "W01",
+                "item": {"code": "W01-001", "kind": "promised", "promised_days": 20}
+            })
+            .to_string(),
+        );
+    }
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivered_alert_is_revoked_with_its_id_and_one_revoked_first_is_never_sent() {
+    let db = TestDb::new().await;
+    let topics = TestTopics::new(1, 1).await;
+    let topic = topics.name(0).to_string();
+    run_ok(casewatch(&db).arg("migrate"));
+    let receiver = Receiver::start(vec![], ok()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        &[hook("ops", &receiver.url, "generic", "")],
+        &["webhooks = [\"ops\"]"],
+    );
+    // LATE-1 is submitted 20 days ago: the clock raises late_acceptance at once. QUICK-1's
+    // acceptance arrives with it, in the same batch: its alert is revoked before any delivery.
+    let mut first = submitted_case("LATE-1", 20, false);
+    first.extend(submitted_case("QUICK-1", 20, true));
+    produce(&db, &topic, &first).await;
+    let port = free_port();
+    let mut child = spawn(
+        service(&db, &topic)
+            .arg("--config")
+            .arg(&cfg)
+            .env("CASEWATCH__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            .arg("run"),
+    );
+    let bodies =
+        || -> Vec<serde_json::Value> { receiver.requests().iter().map(|r| r.json()).collect() };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !bodies()
+        .iter()
+        .any(|b| b["case_id"] == "LATE-1" && b["revocation"] == false)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the late acceptance was not alerted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let raised = bodies()
+        .into_iter()
+        .find(|b| b["case_id"] == "LATE-1")
+        .unwrap();
+    assert_eq!(raised["kind"], "late_acceptance");
+    // The acceptance, one hour after submission, arrives late: the card never held.
+    let late_acceptance = submitted_case("LATE-1", 20, true).pop().unwrap();
+    produce(&db, &topic, &[late_acceptance]).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !bodies()
+        .iter()
+        .any(|b| b["case_id"] == "LATE-1" && b["revocation"] == true)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no revocation was sent"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let revoked = bodies()
+        .into_iter()
+        .find(|b| b["case_id"] == "LATE-1" && b["revocation"] == true)
+        .unwrap();
+    assert_eq!(revoked["alert_id"], raised["alert_id"], "the same alert id");
+    assert!(revoked["message"].as_str().unwrap().starts_with("【撤销】"));
+    assert!(
+        bodies().iter().all(|b| b["case_id"] != "QUICK-1"),
+        "revoked before delivery: never sent"
+    );
+    // Attempts are recorded a moment after they happen.
+    let want = vec![
+        (0u8, "delivered".to_string()),
+        (1u8, "delivered".to_string()),
+    ];
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let rows: Vec<(u8, String)> = db
+            .client()
+            .query("SELECT revocation, outcome FROM alert_deliveries WHERE alert_id = ? ORDER BY revocation")
+            .bind(raised["alert_id"].as_str().unwrap())
+            .fetch_all()
+            .await
+            .unwrap();
+        if rows == want {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "recorded attempts: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    child.kill();
+}
