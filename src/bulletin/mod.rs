@@ -396,22 +396,20 @@ pub async fn load(
         (y, m) = if m == 1 { (y - 1, 12) } else { (y, m - 1) };
     }
     trend.reverse();
-    let overdue: Vec<CaseLine> = client
-        .query(
-            "SELECT case_id, window_id, item_code, item_name, status, assumeNotNull(promised_deadline) AS at, \
+    let overdue: Vec<CaseLine> = period_query(
+        client,
+        "SELECT case_id, window_id, item_code, item_name, status, assumeNotNull(promised_deadline) AS at, \
              promised_deadline, ended_at, alert_level AS kinds \
              FROM cases FINAL WHERE overdue = 1 AND promised_deadline >= toDateTime(?) \
              AND promised_deadline < toDateTime(?) AND (? = '' OR center_id = ?) ORDER BY promised_deadline, case_id",
-        )
-        .bind(start)
-        .bind(end)
-        .bind(center.unwrap_or(""))
-        .bind(center.unwrap_or(""))
+        (start, end),
+        center,
+    )
         .fetch_all()
         .await?;
-    let red: Vec<CaseLine> = client
-        .query(
-            "SELECT a.case_id, any(a.window_id), any(a.item_code), any(c.item_name), any(c.status), \
+    let red: Vec<CaseLine> = period_query(
+        client,
+        "SELECT a.case_id, any(a.window_id), any(a.item_code), any(c.item_name), any(c.status), \
              min(a.detected_at) AS at, any(c.promised_deadline), any(c.ended_at) AS end_at, \
              arrayStringConcat(groupArray(a.kind), ',') AS kinds \
              FROM (SELECT case_id, window_id, item_code, kind, detected_at FROM anomalies FINAL \
@@ -419,23 +417,19 @@ pub async fn load(
                    AND (? = '' OR center_id = ?) ORDER BY kind) AS a \
              ANY LEFT JOIN (SELECT case_id, item_name, status, promised_deadline, ended_at FROM cases FINAL) AS c USING case_id \
              GROUP BY a.case_id ORDER BY at, a.case_id",
-        )
-        .bind(start)
-        .bind(end)
-        .bind(center.unwrap_or(""))
-        .bind(center.unwrap_or(""))
+        (start, end),
+        center,
+    )
         .fetch_all()
         .await?;
-    let anomalies: Vec<AnomalyCount> = client
-        .query(
-            "SELECT kind, level, window_id, count() FROM anomalies FINAL \
+    let anomalies: Vec<AnomalyCount> = period_query(
+        client,
+        "SELECT kind, level, window_id, count() FROM anomalies FINAL \
              WHERE revoked = 0 AND detected_at >= toDateTime(?) AND detected_at < toDateTime(?) \
              AND (? = '' OR center_id = ?) GROUP BY kind, level, window_id ORDER BY kind, window_id",
-        )
-        .bind(start)
-        .bind(end)
-        .bind(center.unwrap_or(""))
-        .bind(center.unwrap_or(""))
+        (start, end),
+        center,
+    )
         .fetch_all()
         .await?;
     Ok(Figures {
@@ -461,6 +455,22 @@ pub async fn load(
         calendar,
         as_of: end.min(chrono::Utc::now().timestamp()),
     })
+}
+
+/// A query over the instants [start, end) of one centre (all when None); its SQL ends with
+/// `… >= toDateTime(?) AND … < toDateTime(?) AND (? = '' OR center_id = ?)` placeholders.
+fn period_query(
+    client: &clickhouse::Client,
+    sql: &str,
+    (start, end): (i64, i64),
+    center: Option<&str>,
+) -> clickhouse::query::Query {
+    client
+        .query(sql)
+        .bind(start)
+        .bind(end)
+        .bind(center.unwrap_or(""))
+        .bind(center.unwrap_or(""))
 }
 
 fn add(into: &mut Sums, s: &Sums) {
