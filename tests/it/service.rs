@@ -430,3 +430,80 @@ async fn clickhouse_stopped_mid_run_loses_and_doubles_nothing() {
     assert!(child.wait(Duration::from_secs(60)).success());
     assert_tables_equal_replay(&db, dir.path(), &file).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_holiday_data_moves_open_deadlines_without_a_restart() {
+    let db = TestDb::new().await;
+    let topics = TestTopics::new(1, 1).await;
+    let topic = topics.name(0).to_string();
+    run_ok(casewatch(&db).arg("migrate"));
+    let holidays = tempfile::tempdir().unwrap();
+    let year = chrono::Utc::now().format("%Y").to_string();
+    // This year's shipped data (the calendar then knows no later year; fine for a 5-day item).
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config/holidays/");
+    let text = std::fs::read_to_string(format!("{shipped}{year}.json"))
+        .unwrap_or_else(|_| format!("{{\"year\": {year}, \"days\": []}}"));
+    std::fs::write(holidays.path().join(format!("{year}.json")), text).unwrap();
+    let accepted = (chrono::Utc::now() - chrono::Duration::hours(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let event = serde_json::json!({
+        "version": 1, "event_id": "hol-1", "case_id": "HOL-1", "type": "accepted",
+        "occurred_at": accepted, "source": "hall", "center_id": "C001", "window_id": "W01",
+        "item": {"code": "W01-001", "kind": "promised", "promised_days": 5}
+    })
+    .to_string();
+    produce(&db, &topic, &[event]).await;
+    let mut child = spawn(
+        service(&db, &topic)
+            .env("CASEWATCH__CALENDAR__HOLIDAYS_DIR", holidays.path())
+            .arg("run"),
+    );
+    let client = db.client();
+    let deadline_now = || {
+        let client = client.clone();
+        async move {
+            client
+                .query("SELECT toUInt32(assumeNotNull(promised_deadline)) FROM cases FINAL WHERE case_id = 'HOL-1'")
+                .fetch_optional::<u32>()
+                .await
+                .unwrap()
+        }
+    };
+    let limit = std::time::Instant::now() + Duration::from_secs(60);
+    let before = loop {
+        if let Some(d) = deadline_now().await {
+            break d;
+        }
+        assert!(
+            std::time::Instant::now() < limit,
+            "the case was never written"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // The three days after today become public holidays (a new file in the directory).
+    let today = chrono::Utc::now()
+        .with_timezone(&chrono_tz::Asia::Shanghai)
+        .date_naive();
+    let days: Vec<serde_json::Value> = (1..=3)
+        .map(|i| serde_json::json!({"name": "test", "date": (today + chrono::Duration::days(i)).to_string(), "isOffDay": true}))
+        .collect();
+    std::fs::write(
+        holidays.path().join("extra.json"),
+        serde_json::json!({"year": today.format("%Y").to_string().parse::<i32>().unwrap(), "days": days}).to_string(),
+    )
+    .unwrap();
+    let limit = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let after = deadline_now().await.unwrap();
+        if after > before {
+            assert!(after - before >= 86_400, "at least one working day later");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < limit,
+            "the deadline did not move after the holiday data changed"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    child.kill();
+}
