@@ -94,16 +94,18 @@ impl ClickhouseWriter {
         &self.client
     }
 
-    /// Writes a batch: data tables first, checkpoints last.
+    /// Writes a batch: the data tables concurrently, then — only once all of them are in —
+    /// the checkpoints.
     pub async fn write(&self, batch: &Batch) -> Result<(), SinkError> {
-        self.insert_all("events", &batch.events).await?;
-        self.insert_all("dead_letters", &batch.dead_letters).await?;
-        self.insert_all("cases", &batch.cases).await?;
-        self.insert_all("window_daily_parts", &batch.daily).await?;
-        self.insert_all("anomalies", &batch.anomalies).await?;
-        self.insert_all("alerts", &batch.alerts).await?;
-        self.insert_all("checkpoints", &batch.checkpoints).await?;
-        Ok(())
+        tokio::try_join!(
+            self.insert_all("events", &batch.events),
+            self.insert_all("dead_letters", &batch.dead_letters),
+            self.insert_all("cases", &batch.cases),
+            self.insert_all("window_daily_parts", &batch.daily),
+            self.insert_all("anomalies", &batch.anomalies),
+            self.insert_all("alerts", &batch.alerts),
+        )?;
+        self.insert_all("checkpoints", &batch.checkpoints).await
     }
 
     /// Inserts rows into a table, retrying transient failures.
