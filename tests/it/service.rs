@@ -196,8 +196,24 @@ async fn run_with_sigkills_at_random_moments_equals_a_clean_replay() {
                 .env("CASEWATCH__HTTP__LISTEN", format!("127.0.0.1:{port}"))
                 .arg("run"),
         );
+        // Consuming — or with nothing left: an earlier run may have checkpointed everything,
+        // and a restart resumes at the checkpoints.
         let deadline = std::time::Instant::now() + Duration::from_secs(90);
-        while metric(port, "casewatch_events_consumed_total").unwrap_or(0) == 0 {
+        loop {
+            if metric(port, "casewatch_events_consumed_total").unwrap_or(0) > 0 {
+                break;
+            }
+            let checkpointed: u64 = db
+                .client()
+                .query("SELECT sum(next_offset) FROM checkpoints FINAL")
+                .fetch_one()
+                .await
+                .unwrap_or(0);
+            if checkpointed >= lines.len() as u64
+                && metric(port, "casewatch_events_consumed_total").is_some()
+            {
+                break;
+            }
             assert!(
                 std::time::Instant::now() < deadline,
                 "run {kill} never started consuming"
