@@ -76,36 +76,30 @@ pub struct Metrics {
     pub delivery_latency: Summary,
 }
 
+/// Adds one to a labelled counter.
+fn bump<K: Ord>(counters: &Mutex<BTreeMap<K, u64>>, key: K) {
+    *counters
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(key)
+        .or_default() += 1;
+}
+
 impl Metrics {
     /// Counts a dead letter by reason code.
     pub fn dead_letter(&self, reason: &str) {
         // Reason codes with a field name are bounded by the schema's field list.
-        *self
-            .dead_letters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(reason.to_string())
-            .or_default() += 1;
+        bump(&self.dead_letters, reason.to_string());
     }
 
     /// Counts an alert raised (handed to delivery).
     pub fn alert_raised(&self, kind: &str, level: &str) {
-        *self
-            .alerts_raised
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry((kind.to_string(), level.to_string()))
-            .or_default() += 1;
+        bump(&self.alerts_raised, (kind.to_string(), level.to_string()));
     }
 
     /// Counts a delivery attempt's outcome.
     pub fn delivery(&self, webhook: &str, outcome: &str) {
-        *self
-            .deliveries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry((webhook.to_string(), outcome.to_string()))
-            .or_default() += 1;
+        bump(&self.deliveries, (webhook.to_string(), outcome.to_string()));
     }
 
     /// Sets (or, with None, removes) a partition's lag.
