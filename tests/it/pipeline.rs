@@ -38,6 +38,26 @@ pub fn casewatch(db: &TestDb) -> Command {
     c
 }
 
+/// Writes the lines to `dir/events.ndjson`, migrates, and replays the file both into
+/// ClickHouse and to CSV in `dir/out`, engine time advanced to `as_of`. Returns the file.
+pub fn replay_both(db: &TestDb, dir: &Path, lines: &[String], as_of: &str) -> std::path::PathBuf {
+    let file = dir.join("events.ndjson");
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    run_ok(casewatch(db).arg("migrate"));
+    run_ok(
+        casewatch(db)
+            .args(["replay", "--sink", "clickhouse", "--as-of", as_of])
+            .arg(&file),
+    );
+    run_ok(
+        casewatch(db)
+            .args(["replay", "--as-of", as_of, "--out"])
+            .arg(dir.join("out"))
+            .arg(&file),
+    );
+    file
+}
+
 pub fn run_ok(c: &mut Command) -> String {
     let out = c.output().unwrap();
     assert!(
@@ -248,22 +268,8 @@ pub fn assert_same(
 async fn replay_into_clickhouse_equals_the_csv_replay_and_is_idempotent() {
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("events.ndjson");
-    std::fs::write(&file, simulated_lines(11, 3, 0.3).join("\n") + "\n").unwrap();
-
-    run_ok(casewatch(&db).arg("migrate"));
-    run_ok(casewatch(&db).arg("migrate")); // idempotent
-    run_ok(
-        casewatch(&db)
-            .args(["replay", "--sink", "clickhouse", "--as-of", AS_OF])
-            .arg(&file),
-    );
-    run_ok(
-        casewatch(&db)
-            .args(["replay", "--as-of", AS_OF, "--out"])
-            .arg(dir.path().join("out"))
-            .arg(&file),
-    );
+    run_ok(casewatch(&db).arg("migrate")); // and again in replay_both: idempotent
+    let file = replay_both(&db, dir.path(), &simulated_lines(11, 3, 0.3), AS_OF);
     let expected = replay_csv(&dir.path().join("out"));
     let first = tables_as_csv(&db).await;
     assert_same(&expected, &first);

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::pipeline::{casewatch, run_ok, simulated_lines};
+use crate::pipeline::{replay_both, simulated_lines};
 
 /// A month after the stream ends: cases still open are past their deadlines.
 const AS_OF: &str = "2020-04-01T00:00:00+08:00";
@@ -47,20 +47,7 @@ fn tsv(text: &str) -> Vec<Vec<String>> {
 async fn documented_queries_answer_what_the_replay_says() {
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("events.ndjson");
-    std::fs::write(&file, simulated_lines(31, 3, 0.4).join("\n") + "\n").unwrap();
-    run_ok(casewatch(&db).arg("migrate"));
-    run_ok(
-        casewatch(&db)
-            .args(["replay", "--sink", "clickhouse", "--as-of", AS_OF])
-            .arg(&file),
-    );
-    run_ok(
-        casewatch(&db)
-            .args(["replay", "--as-of", AS_OF, "--out"])
-            .arg(dir.path().join("out"))
-            .arg(&file),
-    );
+    replay_both(&db, dir.path(), &simulated_lines(31, 3, 0.4), AS_OF);
     let out = dir.path().join("out");
     let run = |name: &str, params: &[(&str, &str)]| {
         tsv(&http_query(&db.url, &db.name, &query(name, params)))
