@@ -408,20 +408,24 @@ impl State {
             .collect();
         for hook in hooks {
             let key = (alert.alert_id.clone(), hook.clone());
-            let track = self.tracks.entry(key.clone()).or_insert_with(|| {
-                let phase = |revocation: u8| {
-                    known
-                        .and_then(|k| k.get(&(alert.alert_id.clone(), hook.clone(), revocation)))
-                        .copied()
-                        .unwrap_or(Phase::None)
-                };
-                Track {
-                    alert: alert.clone(),
-                    raise: phase(0),
-                    revoke: phase(1),
-                    cancel: Arc::new(AtomicBool::new(false)),
-                }
+            let track = self.tracks.entry(key.clone()).or_insert_with(|| Track {
+                alert: alert.clone(),
+                raise: Phase::None,
+                revoke: Phase::None,
+                cancel: Arc::new(AtomicBool::new(false)),
             });
+            // Recorded outcomes win over what this process believes is still to do.
+            if let Some(known) = known {
+                for (revocation, phase) in [(0u8, &mut track.raise), (1u8, &mut track.revoke)] {
+                    if *phase == Phase::None {
+                        if let Some(p) =
+                            known.get(&(alert.alert_id.clone(), hook.clone(), revocation))
+                        {
+                            *phase = *p;
+                        }
+                    }
+                }
+            }
             track.alert = alert.clone();
             if alert.revoked == 1 {
                 track.cancel.store(true, Ordering::Relaxed);
@@ -489,26 +493,33 @@ impl State {
         &mut self,
         partitions: &[(String, u32)],
     ) -> Result<(), ::clickhouse::error::Error> {
-        let mut known: HashMap<(String, String, u8), Phase> = HashMap::new();
-        let finals: Vec<(String, String, u8, String)> = self
-            .client
-            .query("SELECT alert_id, webhook, revocation, outcome FROM alert_deliveries WHERE outcome != 'retry'")
-            .fetch_all()
-            .await?;
-        for (alert_id, webhook, revocation, outcome) in finals {
-            let phase = if outcome == "delivered" {
-                Phase::Delivered
-            } else {
-                Phase::Failed
-            };
-            let entry = known
-                .entry((alert_id, webhook, revocation))
-                .or_insert(phase);
-            if phase == Phase::Delivered {
-                *entry = Phase::Delivered;
-            }
-        }
         for (topic, partition) in partitions {
+            // The final outcomes recorded for this partition's alerts only.
+            let finals: Vec<(String, String, u8, String)> = self
+                .client
+                .query(
+                    "SELECT alert_id, webhook, revocation, outcome FROM alert_deliveries \
+                     WHERE outcome != 'retry' AND alert_id IN \
+                     (SELECT alert_id FROM alerts WHERE topic = ? AND partition = ?)",
+                )
+                .bind(topic)
+                .bind(*partition)
+                .fetch_all()
+                .await?;
+            let mut known: HashMap<(String, String, u8), Phase> = HashMap::new();
+            for (alert_id, webhook, revocation, outcome) in finals {
+                let phase = if outcome == "delivered" {
+                    Phase::Delivered
+                } else {
+                    Phase::Failed
+                };
+                let entry = known
+                    .entry((alert_id, webhook, revocation))
+                    .or_insert(phase);
+                if phase == Phase::Delivered {
+                    *entry = Phase::Delivered;
+                }
+            }
             let alerts: Vec<AlertRecord> = self
                 .client
                 .query("SELECT ?fields FROM alerts FINAL WHERE topic = ? AND partition = ?")
@@ -517,20 +528,6 @@ impl State {
                 .fetch_all()
                 .await?;
             for a in alerts {
-                // Recorded outcomes win over what this process believes is still to do.
-                for hook in super::route(&self.cfg.alerts, &a) {
-                    if let Some(t) = self.tracks.get_mut(&(a.alert_id.clone(), hook.to_string())) {
-                        for (revocation, phase) in [(0u8, &mut t.raise), (1u8, &mut t.revoke)] {
-                            if *phase == Phase::None {
-                                if let Some(p) =
-                                    known.get(&(a.alert_id.clone(), hook.to_string(), revocation))
-                                {
-                                    *phase = *p;
-                                }
-                            }
-                        }
-                    }
-                }
                 self.update(&a, Some(&known));
             }
         }
