@@ -2,9 +2,9 @@
 //! row, and the `window_monthly` rates computed from summed counters.
 //!
 //! A case's contribution is a pure function of its facts, laid out in fixed slots so that the
-//! engine can apply only the slots an event changed.
+//! engine can apply only the slots an event changed (`diff`).
 
-use super::calendar::WorkCalendar;
+use super::calendar::{Instant, WorkCalendar};
 use super::case::{Facts, Status, Sym};
 use super::rules::{AnomalyKind, Level, Rules};
 
@@ -66,145 +66,195 @@ pub struct DailyKey {
     pub item_code: Sym,
 }
 
-/// One slot of a contribution: `value` added to `counter` on `day`; `counter == NONE` is empty.
+/// One entry of a case's contribution: `value` added to `counter` on the local day of `at`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Slot {
-    /// Local day (days since 1970-01-01; i32 covers ±5.8 million years).
-    pub day: i32,
-    pub counter: u8,
-    pub value: i64,
+struct Entry {
+    at: Instant,
+    counter: u8,
+    value: i64,
 }
 
-impl Slot {
-    /// An empty slot.
-    pub const EMPTY: Slot = Slot {
-        day: 0,
-        counter: u8::MAX,
-        value: 0,
+/// No entry in a slot.
+const EMPTY: Entry = Entry {
+    at: 0,
+    counter: u8::MAX,
+    value: 0,
+};
+
+/// The lifecycle slots (0–10) of a case with these facts; anomaly slots are read from
+/// `facts.anomalies` directly.
+fn lifecycle(facts: &Facts) -> [Entry; 11] {
+    use counter::*;
+    let mut slots = [EMPTY; 11];
+    let mut put = |slot: usize, at: Instant, counter: u8, value: i64| {
+        slots[slot] = Entry { at, counter, value };
     };
-
-    fn is_empty(&self) -> bool {
-        self.counter == u8::MAX
+    if let Some(s) = facts.submitted_at {
+        put(0, s, RECEIVED, 1);
     }
-}
-
-/// Slots: 11 for lifecycle counters, then two (level, total) per anomaly kind.
-pub const SLOTS: usize = 11 + 2 * 9;
-
-/// What one case adds to `window_daily`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Contribution {
-    pub center: Sym,
-    pub window: Sym,
-    pub item_code: Sym,
-    pub slots: [Slot; SLOTS],
-}
-
-impl Contribution {
-    /// The contribution of a case with these facts.
-    pub fn of(facts: &Facts, cal: &WorkCalendar, rules: &Rules) -> Self {
-        use counter::*;
-        let mut slots = [Slot::EMPTY; SLOTS];
-        let mut put = |i: usize, t: i64, counter: u8, value: i64| {
-            slots[i] = Slot {
-                day: cal.local_day(t) as i32,
-                counter,
-                value,
-            };
+    if let Some(a) = facts.accepted_at {
+        put(1, a, ACCEPTED, 1);
+    }
+    if let Some(end) = facts.ended_at {
+        let c = match facts.status {
+            Status::Completed => COMPLETED,
+            Status::NotAccepted => NOT_ACCEPTED,
+            _ => WITHDRAWN,
         };
-        if let Some(s) = facts.submitted_at {
-            put(0, s, RECEIVED, 1);
+        put(2, end, c, 1);
+    }
+    if let Some(c) = facts.completed_at {
+        if let (Some(h), Some(p)) = (facts.handling_seconds, facts.promised_seconds) {
+            put(3, c, COMPLETED_PROMISED, 1);
+            put(7, c, HANDLING_SECONDS, h);
+            put(8, c, PROMISED_SECONDS, p);
         }
-        if let Some(a) = facts.accepted_at {
-            put(1, a, ACCEPTED, 1);
+        if facts.on_time {
+            put(4, c, COMPLETED_ON_TIME, 1);
         }
-        if let Some(end) = facts.ended_at {
-            let c = match facts.status {
-                Status::Completed => COMPLETED,
-                Status::NotAccepted => NOT_ACCEPTED,
-                _ => WITHDRAWN,
-            };
-            put(2, end, c, 1);
+        if facts.early {
+            put(5, c, COMPLETED_EARLY, 1);
         }
-        if let Some(c) = facts.completed_at {
-            if let (Some(h), Some(p)) = (facts.handling_seconds, facts.promised_seconds) {
-                put(3, c, COMPLETED_PROMISED, 1);
-                put(7, c, HANDLING_SECONDS, h);
-                put(8, c, PROMISED_SECONDS, p);
-            }
-            if facts.on_time {
-                put(4, c, COMPLETED_ON_TIME, 1);
-            }
-            if facts.early {
-                put(5, c, COMPLETED_EARLY, 1);
-            }
-            if facts.on_site {
-                put(6, c, COMPLETED_ON_SITE, 1);
-            }
-        }
-        // The overdue anomaly's instant is the promised deadline it passed.
-        if let Some(d) = facts.anomalies[AnomalyKind::Overdue as usize] {
-            put(9, d, BECAME_OVERDUE, 1);
-        }
-        if let Some(r) = facts.rating {
-            let c = if r.is_default {
-                DEFAULT_EVALUATIONS
-            } else {
-                RATING_1 + r.value.clamp(1, 5) - 1
-            };
-            put(10, r.at, c, 1);
-        }
-        for kind in AnomalyKind::ALL {
-            if let Some(at) = facts.anomalies[kind as usize] {
-                let level = match rules.level(kind) {
-                    Level::Warning => ALERTS_WARNING,
-                    Level::Yellow => ALERTS_WARNING + 1,
-                    Level::Red => ALERTS_WARNING + 2,
-                };
-                put(11 + 2 * kind as usize, at, level, 1);
-                put(12 + 2 * kind as usize, at, ANOMALIES, 1);
-            }
-        }
-        Self {
-            center: facts.center,
-            window: facts.window,
-            item_code: facts.item_code,
-            slots,
+        if facts.on_site {
+            put(6, c, COMPLETED_ON_SITE, 1);
         }
     }
+    // The overdue anomaly's instant is the promised deadline it passed.
+    if let Some(d) = facts.anomalies[AnomalyKind::Overdue as usize] {
+        put(9, d, BECAME_OVERDUE, 1);
+    }
+    if let Some(r) = facts.rating {
+        let c = if r.is_default {
+            DEFAULT_EVALUATIONS
+        } else {
+            RATING_1 + r.value.clamp(1, 5) - 1
+        };
+        put(10, r.at, c, 1);
+    }
+    slots
+}
 
-    /// Calls `f(key, counter, delta)` for every change that turns `old` into `new`.
-    pub fn diff(old: Option<&Self>, new: Option<&Self>, mut f: impl FnMut(DailyKey, u8, i64)) {
-        let same_key = match (old, new) {
-            (Some(o), Some(n)) => {
-                o.center == n.center && o.window == n.window && o.item_code == n.item_code
+/// Whether two facts differ in anything [`lifecycle`] reads.
+fn lifecycle_inputs_differ(a: &Facts, b: &Facts) -> bool {
+    let overdue = AnomalyKind::Overdue as usize;
+    a.submitted_at != b.submitted_at
+        || a.accepted_at != b.accepted_at
+        || a.ended_at != b.ended_at
+        || a.status != b.status
+        || a.completed_at != b.completed_at
+        || a.handling_seconds != b.handling_seconds
+        || a.promised_seconds != b.promised_seconds
+        || a.on_time != b.on_time
+        || a.early != b.early
+        || a.on_site != b.on_site
+        || a.anomalies[overdue] != b.anomalies[overdue]
+        || a.rating != b.rating
+}
+
+/// The two entries (alert level, anomaly total) of an anomaly detected at `at`.
+fn anomaly_entries(rules: &Rules, kind: AnomalyKind, at: Instant) -> [Entry; 2] {
+    let level = match rules.level(kind) {
+        Level::Warning => counter::ALERTS_WARNING,
+        Level::Yellow => counter::ALERTS_WARNING + 1,
+        Level::Red => counter::ALERTS_WARNING + 2,
+    };
+    [
+        Entry {
+            at,
+            counter: level,
+            value: 1,
+        },
+        Entry {
+            at,
+            counter: counter::ANOMALIES,
+            value: 1,
+        },
+    ]
+}
+
+/// The facts of a case as they fall on `window_daily`: the row key and the centre's calendar.
+#[derive(Clone, Copy)]
+pub struct Placed<'a> {
+    pub facts: &'a Facts,
+    pub calendar: &'a WorkCalendar,
+}
+
+impl Placed<'_> {
+    fn key(&self, at: Instant) -> DailyKey {
+        DailyKey {
+            day: self.calendar.local_day(at),
+            center: self.facts.center,
+            window: self.facts.window,
+            item_code: self.facts.item_code,
+        }
+    }
+}
+
+/// Calls `f(key, counter, delta)` for every change of `window_daily` that turns the
+/// contribution of a case with facts `old` (none: a new case) into that of `new`.
+///
+/// Slots whose entry is unchanged are skipped without placing them on a day, so an event
+/// costs only the counters it moves.
+pub fn diff(
+    old: Option<Placed<'_>>,
+    new: Placed<'_>,
+    rules: &Rules,
+    mut f: impl FnMut(DailyKey, u8, i64),
+) {
+    let same_row = old.is_some_and(|o| {
+        std::ptr::eq(o.calendar, new.calendar)
+            && o.facts.center == new.facts.center
+            && o.facts.window == new.facts.window
+            && o.facts.item_code == new.facts.item_code
+    });
+    let mut emit = |o: Option<(DailyKey, Entry)>, n: Option<(DailyKey, Entry)>| {
+        let same = match (o, n) {
+            (Some((ka, a)), Some((kb, b))) => {
+                ka == kb && a.counter == b.counter && a.value == b.value
             }
             _ => false,
         };
-        for i in 0..SLOTS {
-            let (o, n) = (old.map(|c| c.slots[i]), new.map(|c| c.slots[i]));
-            if same_key && o == n {
-                continue;
+        if !same {
+            if let Some((k, e)) = o {
+                f(k, e.counter, -e.value);
             }
-            if let (Some(c), Some(s)) = (old, o) {
-                if !s.is_empty() {
-                    f(c.key(s.day), s.counter, -s.value);
-                }
-            }
-            if let (Some(c), Some(s)) = (new, n) {
-                if !s.is_empty() {
-                    f(c.key(s.day), s.counter, s.value);
-                }
+            if let Some((k, e)) = n {
+                f(k, e.counter, e.value);
             }
         }
+    };
+    let place = |p: Placed<'_>, e: Entry| (e.counter != u8::MAX).then(|| (p.key(e.at), e));
+    // Most events move no lifecycle counter (a step, a fee): the slots are built only when
+    // one may have moved.
+    if !same_row || old.is_some_and(|o| lifecycle_inputs_differ(o.facts, new.facts)) {
+        let new_slots = lifecycle(new.facts);
+        let old_slots = old.map(|o| (o, lifecycle(o.facts)));
+        for (slot, &n) in new_slots.iter().enumerate() {
+            let o = old_slots.as_ref().map(|(p, slots)| (*p, slots[slot]));
+            if same_row && o.map(|(_, e)| e) == Some(n) {
+                continue;
+            }
+            emit(o.and_then(|(p, e)| place(p, e)), place(new, n));
+        }
     }
-
-    fn key(&self, day: i32) -> DailyKey {
-        DailyKey {
-            day: i64::from(day),
-            center: self.center,
-            window: self.window,
-            item_code: self.item_code,
+    if same_row && old.is_some_and(|o| o.facts.anomalies == new.facts.anomalies) {
+        return;
+    }
+    for kind in AnomalyKind::ALL {
+        let k = kind as usize;
+        let o = old.and_then(|p| p.facts.anomalies[k].map(|at| (p, at)));
+        let n = new.facts.anomalies[k];
+        if same_row && o.map(|(_, at)| at) == n {
+            continue;
+        }
+        for part in 0..2 {
+            emit(
+                o.map(|(p, at)| {
+                    let e = anomaly_entries(rules, kind, at)[part];
+                    (p.key(at), e)
+                }),
+                n.map(|at| (new.key(at), anomaly_entries(rules, kind, at)[part])),
+            );
         }
     }
 }

@@ -125,8 +125,6 @@ pub struct CaseState {
     pub seen: SeenAttrs,
     pub acceptance: Option<Acceptance>,
     pub submitted_at: At,
-    /// occurred_at of the second `accepted` (double acceptance).
-    pub second_acceptance_at: At,
     /// Some `accepted` came from the hall or the online portal.
     pub acceptance_in_loop: bool,
     /// Earliest `completed`/`step` occurred_at (out-of-loop evidence).
@@ -134,14 +132,30 @@ pub struct CaseState {
     /// Earliest occurred_at among `accepted`, `not_accepted`, `withdrawn`, `completed`.
     pub intake_end: At,
     pub end: Option<End>,
-    /// Pauses (rare: a thin pointer when there are none).
-    pub pauses: thin_vec::ThinVec<Pause>,
+    pub rating: Option<Rating>,
+    /// What few cases have (none while all of it is empty).
+    pub rare: Option<Box<Rare>>,
+    /// Hashes of applied event ids (duplicate detection); the first four inline.
+    pub event_ids: smallvec::SmallVec<[u64; 4]>,
+}
+
+/// The part of a case's state that few cases have, kept out of line so that an ordinary case
+/// stays small. Present only when some field is set.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Rare {
+    /// occurred_at of the second `accepted` (double acceptance).
+    pub second_acceptance_at: At,
+    /// Pauses, paired in log order.
+    pub pauses: Vec<Pause>,
     pub extension_days: u32,
     pub backfilled_at: At,
     pub overcharge_at: At,
-    pub rating: Option<Rating>,
-    /// Hashes of applied event ids (duplicate detection); the first four inline.
-    pub event_ids: smallvec::SmallVec<[u64; 4]>,
+}
+
+impl Rare {
+    fn is_empty(&self) -> bool {
+        *self == Rare::default()
+    }
 }
 
 /// A case's status (SPEC Appendix A).
@@ -243,9 +257,35 @@ pub fn stable_hash(bytes: &[u8]) -> u64 {
 }
 
 impl CaseState {
+    /// The rare part of the state (empty when the case has none).
+    pub fn rare(&self) -> &Rare {
+        static EMPTY: Rare = Rare {
+            second_acceptance_at: At::NONE,
+            pauses: Vec::new(),
+            extension_days: 0,
+            backfilled_at: At::NONE,
+            overcharge_at: At::NONE,
+        };
+        self.rare.as_deref().unwrap_or(&EMPTY)
+    }
+
+    /// The rare part, created when a field of it is about to be set.
+    fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// Sets the rare part, keeping it absent when it is empty.
+    pub fn set_rare(&mut self, rare: Rare) {
+        self.rare = (!rare.is_empty()).then(|| Box::new(rare));
+    }
+
     /// Folds one validated event into the state, in log order.
     pub fn apply(&mut self, event: &CaseEvent, syms: EventSyms) -> Applied {
-        let id = stable_hash(event.event_id.as_bytes());
+        self.apply_hashed(event, stable_hash(event.event_id.as_bytes()), syms)
+    }
+
+    /// [`CaseState::apply`] with the event id's [`stable_hash`] already computed.
+    pub fn apply_hashed(&mut self, event: &CaseEvent, id: u64, syms: EventSyms) -> Applied {
         if self.event_ids.contains(&id) {
             return Applied::Duplicate;
         }
@@ -288,7 +328,9 @@ impl CaseState {
                         day_unit: item.day_unit,
                     });
                 } else {
-                    self.second_acceptance_at.set_first(t);
+                    if self.rare().second_acceptance_at.get().is_none() {
+                        self.rare_mut().second_acceptance_at = At::some(t);
+                    }
                 }
                 self.check_backfill(event);
             }
@@ -311,11 +353,12 @@ impl CaseState {
                 approved_days,
             } => {
                 if !self
+                    .rare()
                     .pauses
                     .iter()
                     .any(|p| p.reason == *reason && p.end.get().is_none())
                 {
-                    self.pauses.push(Pause {
+                    self.rare_mut().pauses.push(Pause {
                         reason: *reason,
                         start: t,
                         end: At::NONE,
@@ -325,23 +368,25 @@ impl CaseState {
                 }
             }
             EventBody::Resumed { reason } => {
-                if let Some(p) = self
-                    .pauses
-                    .iter_mut()
-                    .find(|p| p.reason == *reason && p.end.get().is_none())
-                {
-                    p.end = At::some(t.max(p.start));
+                let open = |p: &Pause| p.reason == *reason && p.end.get().is_none();
+                if self.rare().pauses.iter().any(open) {
+                    if let Some(p) = self.rare_mut().pauses.iter_mut().find(|p| open(p)) {
+                        p.end = At::some(t.max(p.start));
+                    }
                 }
             }
             EventBody::Extended { extra_days } => {
-                self.extension_days = self.extension_days.saturating_add(*extra_days as u32);
+                let rare = self.rare_mut();
+                rare.extension_days = rare.extension_days.saturating_add(*extra_days as u32);
             }
             EventBody::FeeCharged {
                 amount_cents,
                 standard_cents,
             } => {
-                if standard_cents.is_some_and(|s| *amount_cents > s) {
-                    self.overcharge_at.set_first(t);
+                if standard_cents.is_some_and(|s| *amount_cents > s)
+                    && self.rare().overcharge_at.get().is_none()
+                {
+                    self.rare_mut().overcharge_at = At::some(t);
                 }
             }
             EventBody::Evaluated {
@@ -370,7 +415,7 @@ impl CaseState {
     /// `backfilled`: a late record, or a promised case completed within 10 minutes of acceptance.
     /// The triggering event is the one whose application first makes it hold.
     fn check_backfill(&mut self, event: &CaseEvent) {
-        if self.backfilled_at.get().is_some() {
+        if self.rare().backfilled_at.get().is_some() {
             return;
         }
         let late_record = event.recorded_at - event.occurred_at > thresholds::BACKFILL_RECORD_LAG;
@@ -385,13 +430,13 @@ impl CaseState {
             _ => false,
         };
         if late_record || too_fast {
-            self.backfilled_at = At::some(event.occurred_at);
+            self.rare_mut().backfilled_at = At::some(event.occurred_at);
         }
     }
 
     /// Whether a pause is open now (in log order).
     pub fn pause_open(&self) -> bool {
-        self.pauses.iter().any(|p| p.end.get().is_none())
+        self.rare().pauses.iter().any(|p| p.end.get().is_none())
     }
 
     /// The case's status (SPEC Appendix A).
@@ -427,6 +472,18 @@ impl CaseState {
 
     /// The facts of the case at engine time `now`.
     pub fn facts(&self, cal: &WorkCalendar, rules: &Rules, now: Instant) -> Facts {
+        self.facts_memo(cal, rules, now, &DeadlineMemo::default())
+    }
+
+    /// [`CaseState::facts`], taking the rule instants of an uninterrupted promised clock from
+    /// `memo` when its last computation had the same inputs.
+    pub fn facts_memo(
+        &self,
+        cal: &WorkCalendar,
+        rules: &Rules,
+        now: Instant,
+        memo: &DeadlineMemo,
+    ) -> Facts {
         let mut next = NextChange(None);
         let mut anomalies = [None; 9];
         let end_at = self.end.map(|e| e.at);
@@ -481,27 +538,51 @@ impl CaseState {
             next_change: None,
         };
 
+        let rare = self.rare();
         if let Some(acc) = self.acceptance {
-            let clock = RunningClock::new(cal, acc, &self.pauses, end_at);
+            let clock = RunningClock::new(cal, acc, &rare.pauses, end_at);
             if acc.kind == ItemKind::Promised {
                 let promised =
-                    (i64::from(acc.promised_days) + i64::from(self.extension_days)) * DAY;
-                let deadline = clock.reach(promised);
-                facts.promised_deadline = deadline;
-                facts.legal_deadline = acc.legal_days.and_then(|l| {
-                    clock.reach((i64::from(l) + i64::from(self.extension_days)) * DAY)
-                });
-                let legal_target = match acc.legal_days {
-                    Some(l) => (i64::from(l) + i64::from(self.extension_days)) * DAY,
-                    None => promised + thresholds::LEGAL_FALLBACK,
+                    (i64::from(acc.promised_days) + i64::from(rare.extension_days)) * DAY;
+                let instants = || {
+                    let deadline = clock.reach(promised);
+                    let legal_deadline = acc.legal_days.and_then(|l| {
+                        clock.reach((i64::from(l) + i64::from(rare.extension_days)) * DAY)
+                    });
+                    let legal_instant = match acc.legal_days {
+                        Some(_) => legal_deadline,
+                        None => clock.reach(promised + thresholds::LEGAL_FALLBACK),
+                    };
+                    let warning_instant =
+                        clock.reach(promised - thresholds::WARNING_LEAD.min(promised / 2));
+                    RuleInstants {
+                        deadline,
+                        legal_deadline,
+                        legal_instant,
+                        warning_instant,
+                    }
                 };
-                let legal_instant = if acc.legal_days.is_some() {
-                    facts.legal_deadline
+                // Without pauses the instants depend only on the acceptance, the extensions
+                // and the calendar.
+                let RuleInstants {
+                    deadline,
+                    legal_deadline,
+                    legal_instant,
+                    warning_instant,
+                } = if rare.pauses.is_empty() {
+                    memo.get_or(
+                        DeadlineKey {
+                            acceptance: acc,
+                            extension_days: rare.extension_days,
+                            calendar: cal as *const WorkCalendar as usize,
+                        },
+                        instants,
+                    )
                 } else {
-                    clock.reach(legal_target)
+                    instants()
                 };
-                let warning_instant =
-                    clock.reach(promised - thresholds::WARNING_LEAD.min(promised / 2));
+                facts.promised_deadline = deadline;
+                facts.legal_deadline = legal_deadline;
                 let compared = end_at.unwrap_or(now);
                 for (kind, instant) in [
                     (AnomalyKind::DeadlineWarning, warning_instant),
@@ -543,13 +624,24 @@ impl CaseState {
                 }
             }
         }
-        anomalies[AnomalyKind::DoubleAcceptance as usize] = self.second_acceptance_at.get();
-        anomalies[AnomalyKind::Backfilled as usize] = self.backfilled_at.get();
-        anomalies[AnomalyKind::Overcharge as usize] = self.overcharge_at.get();
+        anomalies[AnomalyKind::DoubleAcceptance as usize] = rare.second_acceptance_at.get();
+        anomalies[AnomalyKind::Backfilled as usize] = rare.backfilled_at.get();
+        anomalies[AnomalyKind::Overcharge as usize] = rare.overcharge_at.get();
 
         // late_acceptance: intake not ended within 5 working days of submission.
         if let Some(s) = self.submitted_at.get() {
-            let limit = cal.add_working(s, thresholds::LATE_ACCEPTANCE, DayUnit::Working);
+            // An intake that ended within LATE_ACCEPTANCE - 1 day of wall time cannot have
+            // taken 5 working days (a working day is at most a day of local time, and a zone's
+            // offset moves by less than a day): skip the calendar.
+            let quick = self
+                .intake_end
+                .get()
+                .is_some_and(|e| e - s < thresholds::LATE_ACCEPTANCE - DAY);
+            let limit = if quick {
+                i64::MAX
+            } else {
+                cal.add_working(s, thresholds::LATE_ACCEPTANCE, DayUnit::Working)
+            };
             match self.intake_end.get() {
                 Some(e) if e > limit => {
                     anomalies[AnomalyKind::LateAcceptance as usize] = Some(limit)
@@ -564,7 +656,7 @@ impl CaseState {
 
         // special_procedure_overrun: a special-procedure pause longer than its approved days.
         let mut overrun: Option<Instant> = None;
-        for p in &self.pauses {
+        for p in &rare.pauses {
             let (PauseReason::SpecialProcedure, Some(days)) = (p.reason, p.approved_days) else {
                 continue;
             };
@@ -587,6 +679,48 @@ impl CaseState {
         facts.anomalies = anomalies;
         facts.next_change = next.0;
         facts
+    }
+}
+
+/// The rule instants of a promised case's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RuleInstants {
+    deadline: Option<Instant>,
+    legal_deadline: Option<Instant>,
+    /// The legal deadline, or the fallback instant when the item has no legal limit.
+    legal_instant: Option<Instant>,
+    warning_instant: Option<Instant>,
+}
+
+/// What the rule instants of an uninterrupted clock depend on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DeadlineKey {
+    acceptance: Acceptance,
+    extension_days: u32,
+    /// Address of the calendar (the engine clears its memo when calendars are reloaded).
+    calendar: usize,
+}
+
+/// The last rule instants computed, with their inputs: a case's facts before and after an
+/// event usually share them, and they cost most of a facts computation.
+#[derive(Debug, Default)]
+pub struct DeadlineMemo(std::cell::Cell<Option<(DeadlineKey, RuleInstants)>>);
+
+impl DeadlineMemo {
+    fn get_or(&self, key: DeadlineKey, compute: impl FnOnce() -> RuleInstants) -> RuleInstants {
+        match self.0.get() {
+            Some((k, v)) if k == key => v,
+            _ => {
+                let v = compute();
+                self.0.set(Some((key, v)));
+                v
+            }
+        }
+    }
+
+    /// Forgets the last computation (the calendars changed).
+    pub fn clear(&self) {
+        self.0.set(None);
     }
 }
 

@@ -12,9 +12,11 @@ use std::sync::Arc;
 
 use hashbrown::{DefaultHashBuilder, HashMap, HashSet, HashTable};
 
-use super::aggregate::{Contribution, Counters, DailyKey};
+use super::aggregate::{self, Counters, DailyKey, Placed};
 use super::calendar::{Instant, WorkCalendar};
-use super::case::{stable_hash, Applied, At, CaseState, EventSyms, Facts, SeenAttrs, Sym};
+use super::case::{
+    stable_hash, Applied, At, CaseState, DeadlineMemo, EventSyms, Facts, SeenAttrs, Sym,
+};
 use super::event::{CaseEvent, EventBody};
 use super::rules::{AnomalyKind, Level, Rules};
 
@@ -136,10 +138,11 @@ pub struct Engine {
     free: Vec<u32>,
     evicted: HashSet<u64>,
     timers: BinaryHeap<Reverse<(Instant, u32)>>,
-    daily: HashMap<DailyKey, (Counters, bool)>,
-    dirty_daily: Vec<DailyKey>,
+    daily: DailyTable,
     dirty_cases: Vec<u32>,
     anomaly_changes: Vec<AnomalyChange>,
+    /// Rule instants shared by consecutive facts computations of one case.
+    deadline_memo: DeadlineMemo,
     now: Instant,
     stats: EngineStats,
     /// Cases held that have not ended (maintained on insert and on a first terminal event).
@@ -154,7 +157,7 @@ impl Engine {
         engine.slots.reserve(cases);
         engine.index.reserve(cases, |_| 0);
         engine.timers.reserve(cases);
-        engine.daily.reserve(cases / 4);
+        engine.daily.reserve(cases * 2);
         engine
     }
 
@@ -171,10 +174,10 @@ impl Engine {
             free: Vec::new(),
             evicted: HashSet::new(),
             timers: BinaryHeap::new(),
-            daily: HashMap::new(),
-            dirty_daily: Vec::new(),
+            daily: DailyTable::default(),
             dirty_cases: Vec::new(),
             anomaly_changes: Vec::new(),
+            deadline_memo: DeadlineMemo::default(),
             now: i64::MIN,
             stats: EngineStats::default(),
             open_cases: 0,
@@ -277,16 +280,23 @@ impl Engine {
         c
     }
 
-    fn facts_at(&mut self, i: u32, t: Instant) -> (Facts, Arc<WorkCalendar>) {
-        let center = {
-            let s = &self.slots[i as usize].state;
-            s.acceptance.map_or(s.seen.center, |a| a.center)
-        };
-        let cal = self.calendar(center);
-        (
-            self.slots[i as usize].state.facts(&cal, &self.rules, t),
-            cal,
-        )
+    /// The calendar of a case's centre.
+    fn case_calendar(&mut self, i: u32) -> Arc<WorkCalendar> {
+        let s = &self.slots[i as usize].state;
+        self.calendar(s.acceptance.map_or(s.seen.center, |a| a.center))
+    }
+
+    /// A case's facts at `t` under `cal` (its calendar).
+    fn facts_with(&self, i: u32, cal: &WorkCalendar, t: Instant) -> Facts {
+        self.slots[i as usize]
+            .state
+            .facts_memo(cal, &self.rules, t, &self.deadline_memo)
+    }
+
+    /// A case's facts at `t`.
+    fn facts_at(&mut self, i: u32, t: Instant) -> Facts {
+        let cal = self.case_calendar(i);
+        self.facts_with(i, &cal, t)
     }
 
     /// Interns the event's strings that the case still needs: attributes not seen yet, and
@@ -294,23 +304,35 @@ impl Engine {
     fn event_syms(&mut self, event: &CaseEvent, seen: SeenAttrs, accepted: bool) -> EventSyms {
         let first_acceptance = matches!(event.body, EventBody::Accepted { .. }) && !accepted;
         let syms = &mut self.syms;
-        let mut intern = |needed: bool, value: Option<&str>| match value {
-            Some(v) if needed || first_acceptance => syms.intern(v),
+        // `seen_sym` is what the case already holds for the attribute (0: nothing); an
+        // acceptance usually repeats it, which a comparison confirms without a lookup.
+        let mut intern = |seen_sym: Sym, value: Option<&str>| match value {
+            Some(v) if seen_sym == 0 => syms.intern(v),
+            Some(v) if first_acceptance => {
+                if **syms.resolve(seen_sym) == *v {
+                    seen_sym
+                } else {
+                    syms.intern(v)
+                }
+            }
             _ => 0,
         };
         let mut s = EventSyms {
-            center: intern(seen.center == 0, Some(&event.center_id)),
-            window: intern(seen.window == 0, event.window_id.as_deref()),
-            department: intern(seen.department == 0, event.department.as_deref()),
+            center: intern(seen.center, Some(&event.center_id)),
+            window: intern(seen.window, event.window_id.as_deref()),
+            department: intern(seen.department, event.department.as_deref()),
             ..EventSyms::default()
         };
         match &event.body {
             EventBody::Submitted { item_code, .. } => {
-                s.item_code = intern(seen.item_code == 0, Some(item_code))
+                s.item_code = intern(seen.item_code, Some(item_code))
             }
             EventBody::Accepted { item, .. } => {
-                s.item_code = intern(seen.item_code == 0, Some(&item.code));
-                s.item_name = intern(false, item.name.as_deref());
+                s.item_code = intern(seen.item_code, Some(&item.code));
+                s.item_name = match &item.name {
+                    Some(n) if first_acceptance => self.syms.intern(n),
+                    _ => 0,
+                };
             }
             _ => {}
         }
@@ -321,9 +343,9 @@ impl Engine {
     /// when that is later (T is never behind the largest `occurred_at` applied).
     pub fn apply(&mut self, event: &CaseEvent) -> ApplyOutcome {
         let existing = self.find(&event.case_id);
+        let event_hash = stable_hash(event.event_id.as_bytes());
         if let Some(i) = existing {
-            let id = stable_hash(event.event_id.as_bytes());
-            if self.slots[i as usize].state.event_ids.contains(&id) {
+            if self.slots[i as usize].state.event_ids.contains(&event_hash) {
                 self.stats.duplicates += 1;
                 return ApplyOutcome::Duplicate;
             }
@@ -346,9 +368,15 @@ impl Engine {
             Some(i) => i,
             None => self.insert_case(&event.case_id, CaseState::default(), 0),
         };
-        let old = existing.map(|i| self.facts_at(i, self.now));
+        let old_cal = existing.map(|i| self.case_calendar(i));
+        let old = match (existing, &old_cal) {
+            (Some(i), Some(cal)) => Some(self.facts_with(i, cal, self.now)),
+            _ => None,
+        };
         let was_open = self.slots[i as usize].state.end.is_none();
-        let applied = self.slots[i as usize].state.apply(event, syms);
+        let applied = self.slots[i as usize]
+            .state
+            .apply_hashed(event, event_hash, syms);
         if was_open && self.slots[i as usize].state.end.is_some() {
             self.open_cases -= 1;
         }
@@ -357,8 +385,9 @@ impl Engine {
         slot.events += 1;
         self.stats.applied += 1;
         self.mark_dirty(i);
-        let new = self.facts_at(i, self.now);
-        self.record(i, old.as_ref(), new);
+        let new_cal = self.case_calendar(i);
+        let new = self.facts_with(i, &new_cal, self.now);
+        self.record(i, old.as_ref().zip(old_cal.as_deref()), &new, &new_cal);
         ApplyOutcome::Applied
     }
 
@@ -380,12 +409,13 @@ impl Engine {
             self.slots[i as usize].timer_due = At::NONE;
             self.stats.timers_fired += 1;
             // The facts were constant from their last evaluation up to the rule instant (due - 1).
-            let old = self.facts_at(i, due - 1);
-            let new = self.facts_at(i, t);
-            if old.0.anomalies != new.0.anomalies {
+            let cal = self.case_calendar(i);
+            let old = self.facts_with(i, &cal, due - 1);
+            let new = self.facts_with(i, &cal, t);
+            if old.anomalies != new.anomalies {
                 self.mark_dirty(i);
             }
-            self.record(i, Some(&old), new);
+            self.record(i, Some((&old, &cal)), &new, &cal);
         }
     }
 
@@ -410,11 +440,7 @@ impl Engine {
             window: self.syms.intern(window),
             item_code: self.syms.intern(item_code),
         };
-        let entry = self.daily.entry(key).or_insert(([0; 22], false));
-        if !entry.1 {
-            entry.1 = true;
-            self.dirty_daily.push(key);
-        }
+        self.daily.row_mut(key);
     }
 
     /// Whether a known case holds an anomaly at engine time (None: the case is not known).
@@ -423,7 +449,7 @@ impl Engine {
         if !self.slots[i as usize].live {
             return None;
         }
-        let (facts, _) = self.facts_at(i, self.now);
+        let facts = self.facts_at(i, self.now);
         Some(facts.anomalies[kind as usize].is_some())
     }
 
@@ -439,20 +465,24 @@ impl Engine {
     fn record(
         &mut self,
         i: u32,
-        old: Option<&(Facts, Arc<WorkCalendar>)>,
-        new: (Facts, Arc<WorkCalendar>),
+        old: Option<(&Facts, &WorkCalendar)>,
+        new: &Facts,
+        new_cal: &WorkCalendar,
     ) {
-        let (new, new_cal) = new;
-        let new_c = Contribution::of(&new, &new_cal, &self.rules);
-        let old_c = old.map(|(f, cal)| Contribution::of(f, cal, &self.rules));
-        if old_c.as_ref() != Some(&new_c) {
+        {
             // Deltas of one row come in runs (a completion touches six counters of one day):
             // gather them and look each row up once.
             let mut deltas: smallvec::SmallVec<[(DailyKey, u8, i64); 16]> =
                 smallvec::SmallVec::new();
-            Contribution::diff(old_c.as_ref(), Some(&new_c), |key, counter, delta| {
-                deltas.push((key, counter, delta));
-            });
+            aggregate::diff(
+                old.map(|(facts, calendar)| Placed { facts, calendar }),
+                Placed {
+                    facts: new,
+                    calendar: new_cal,
+                },
+                &self.rules,
+                |key, counter, delta| deltas.push((key, counter, delta)),
+            );
             let mut run_start = 0;
             while run_start < deltas.len() {
                 let key = deltas[run_start].0;
@@ -460,13 +490,9 @@ impl Engine {
                     .iter()
                     .position(|d| d.0 != key)
                     .map_or(deltas.len(), |n| run_start + n);
-                let entry = self.daily.entry(key).or_insert(([0; 22], false));
+                let counters = self.daily.row_mut(key);
                 for &(_, counter, delta) in &deltas[run_start..run_end] {
-                    entry.0[counter as usize] += delta;
-                }
-                if !entry.1 {
-                    entry.1 = true;
-                    self.dirty_daily.push(key);
+                    counters[counter as usize] += delta;
                 }
                 run_start = run_end;
             }
@@ -514,16 +540,23 @@ impl Engine {
         let live: Vec<u32> = (0..self.slots.len() as u32)
             .filter(|&i| self.slots[i as usize].live)
             .collect();
-        let old: Vec<(Facts, Arc<WorkCalendar>)> =
-            live.iter().map(|&i| self.facts_at(i, self.now)).collect();
+        let old: Vec<(Facts, Arc<WorkCalendar>)> = live
+            .iter()
+            .map(|&i| {
+                let cal = self.case_calendar(i);
+                (self.facts_with(i, &cal, self.now), cal)
+            })
+            .collect();
         self.calendars = calendars;
         self.calendar_of.clear();
-        for (&i, old) in live.iter().zip(old) {
-            let new = self.facts_at(i, self.now);
-            if old.0 != new.0 {
+        self.deadline_memo.clear();
+        for (&i, (old, old_cal)) in live.iter().zip(old) {
+            let cal = self.case_calendar(i);
+            let new = self.facts_with(i, &cal, self.now);
+            if old != new {
                 self.mark_dirty(i);
             }
-            self.record(i, Some(&old), new);
+            self.record(i, Some((&old, &old_cal)), &new, &cal);
         }
     }
 
@@ -564,13 +597,7 @@ impl Engine {
                 cases.push(self.case_row(CaseRef(i)));
             }
         }
-        let mut window_daily = Vec::with_capacity(self.dirty_daily.len());
-        for key in std::mem::take(&mut self.dirty_daily) {
-            if let Some(entry) = self.daily.get_mut(&key) {
-                entry.1 = false;
-                window_daily.push((key, entry.0));
-            }
-        }
+        let window_daily = self.daily.take_dirty();
         let anomalies = std::mem::take(&mut self.anomaly_changes)
             .into_iter()
             .map(|change| AnomalyRow {
@@ -587,11 +614,11 @@ impl Engine {
 
     /// The current row of a case.
     pub fn case_row(&mut self, case: CaseRef) -> CaseRow {
-        let (facts, _) = self.facts_at(case.0, self.now);
+        let facts = self.facts_at(case.0, self.now);
         let slot = &self.slots[case.0 as usize];
         let item_name = slot.state.acceptance.map_or(0, |a| a.item_name);
         CaseRow {
-            case_id: slot.id.to_string(),
+            case_id: slot.id.as_str().to_owned(),
             facts,
             item_name,
             events: slot.events,
@@ -627,9 +654,10 @@ impl Engine {
     /// Every `window_daily` row with any non-zero counter, sorted by key strings.
     pub fn daily_rows(&self) -> Vec<(DailyKey, Counters)> {
         self.daily
+            .rows
             .iter()
-            .filter(|(_, (c, _))| c.iter().any(|v| *v != 0))
-            .map(|(k, (c, _))| (*k, *c))
+            .filter(|r| r.counters.iter().any(|v| *v != 0))
+            .map(|r| (r.key, r.counters))
             .collect()
     }
 
@@ -661,8 +689,9 @@ impl Engine {
     /// Exports every `window_daily` row (including all-zero ones) with strings resolved.
     pub fn snapshot_daily(&self) -> Vec<super::snapshot::DailySnapshot> {
         self.daily
+            .rows
             .iter()
-            .map(|(k, (c, _))| super::snapshot::DailySnapshot::from_key(k, c, &self.syms))
+            .map(|r| super::snapshot::DailySnapshot::from_key(&r.key, &r.counters, &self.syms))
             .collect()
     }
 
@@ -679,7 +708,7 @@ impl Engine {
         }
         for d in daily {
             let key = d.key(&mut self.syms);
-            self.daily.insert(key, (d.counters, false));
+            self.daily.restore(key, d.counters);
         }
         for c in cases {
             self.restore_case(c);
@@ -696,12 +725,74 @@ impl Engine {
         let state = c.to_state(&mut self.syms);
         let i = self.insert_case(&c.case_id, state, c.events);
         // Schedule its timer as of now.
-        let (facts, _) = self.facts_at(i, self.now);
+        let facts = self.facts_at(i, self.now);
         if let Some(n) = facts.next_change {
             let due = n.saturating_add(1);
             self.slots[i as usize].timer_due = At::some(due);
             self.timers.push(Reverse((due, i)));
         }
+    }
+}
+
+/// The `window_daily` rows: a key index over a row arena, so growing the index moves 28-byte
+/// entries rather than whole rows, plus the rows changed since the last drain.
+#[derive(Default)]
+struct DailyTable {
+    index: HashMap<DailyKey, u32>,
+    rows: Vec<DailyRow>,
+    dirty: Vec<u32>,
+}
+
+struct DailyRow {
+    key: DailyKey,
+    counters: Counters,
+    dirty: bool,
+}
+
+impl DailyTable {
+    fn reserve(&mut self, rows: usize) {
+        self.index.reserve(rows);
+        self.rows.reserve(rows);
+    }
+
+    fn slot(&mut self, key: DailyKey) -> u32 {
+        let rows = &mut self.rows;
+        *self.index.entry(key).or_insert_with(|| {
+            rows.push(DailyRow {
+                key,
+                counters: [0; 22],
+                dirty: false,
+            });
+            (rows.len() - 1) as u32
+        })
+    }
+
+    /// The counters of a row (created at zero), marked changed.
+    fn row_mut(&mut self, key: DailyKey) -> &mut Counters {
+        let i = self.slot(key);
+        let row = &mut self.rows[i as usize];
+        if !row.dirty {
+            row.dirty = true;
+            self.dirty.push(i);
+        }
+        &mut row.counters
+    }
+
+    /// Sets a row's counters without marking it changed.
+    fn restore(&mut self, key: DailyKey, counters: Counters) {
+        let i = self.slot(key);
+        self.rows[i as usize].counters = counters;
+    }
+
+    /// The rows changed since the last call, with their current counters.
+    fn take_dirty(&mut self) -> Vec<(DailyKey, Counters)> {
+        let mut out = Vec::with_capacity(self.dirty.len());
+        for i in std::mem::take(&mut self.dirty) {
+            let row = &mut self.rows[i as usize];
+            row.dirty = false;
+            out.push((row.key, row.counters));
+        }
+        out
     }
 }
 

@@ -112,8 +112,8 @@ impl ItemKind {
 /// The approval item of an `accepted` event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Item {
-    pub code: String,
-    pub name: Option<String>,
+    pub code: Text,
+    pub name: Option<Text>,
     pub kind: ItemKind,
     /// Present (1–3650) on promised items; on instant items only when given.
     pub promised_days: Option<i64>,
@@ -125,7 +125,7 @@ pub struct Item {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applicant {
     pub kind: Option<ApplicantKind>,
-    pub id_hash: Option<String>,
+    pub id_hash: Option<Text>,
 }
 
 /// Person or organization.
@@ -189,7 +189,7 @@ impl Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventBody {
     Submitted {
-        item_code: String,
+        item_code: Text,
         channel: Channel,
         applicant: Option<Applicant>,
     },
@@ -199,10 +199,10 @@ pub enum EventBody {
         applicant: Option<Applicant>,
     },
     NotAccepted {
-        reason: Option<String>,
+        reason: Option<Text>,
     },
     Step {
-        step: String,
+        step: Text,
         result: Option<StepResult>,
     },
     Paused {
@@ -224,11 +224,11 @@ pub enum EventBody {
         on_site: bool,
     },
     Withdrawn {
-        reason: Option<String>,
+        reason: Option<Text>,
     },
     Evaluated {
         rating: u8,
-        channel: Option<String>,
+        channel: Option<Text>,
         is_default: bool,
     },
 }
@@ -267,19 +267,23 @@ impl EventBody {
     }
 }
 
+/// A string field of an event: inline up to 24 bytes (every id, code and most names), so a
+/// parsed event needs no allocation per field and its strings sit next to it in memory.
+pub type Text = compact_str::CompactString;
+
 /// A validated case lifecycle event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaseEvent {
-    pub event_id: String,
-    pub case_id: String,
+    pub event_id: Text,
+    pub case_id: Text,
     /// Event time, truncated to whole seconds.
     pub occurred_at: Instant,
     /// When the source wrote it (defaults to `occurred_at`).
     pub recorded_at: Instant,
     pub source: Source,
-    pub center_id: String,
-    pub window_id: Option<String>,
-    pub department: Option<String>,
+    pub center_id: Text,
+    pub window_id: Option<Text>,
+    pub department: Option<Text>,
     pub body: EventBody,
 }
 
@@ -587,7 +591,7 @@ impl<'v, 'a> Obj<'v, 'a> {
         path: &'static str,
         min: usize,
         max: usize,
-    ) -> Result<Option<String>, Reason> {
+    ) -> Result<Option<Text>, Reason> {
         match self.get(key) {
             None => Ok(None),
             Some(Json::Str(s)) => {
@@ -595,7 +599,7 @@ impl<'v, 'a> Obj<'v, 'a> {
                 if n < min || n > max {
                     Err(Reason::InvalidField(path))
                 } else {
-                    Ok(Some(s.clone().into_owned()))
+                    Ok(Some(Text::from(s.as_ref())))
                 }
             }
             Some(_) => Err(Reason::InvalidField(path)),
@@ -607,14 +611,14 @@ impl<'v, 'a> Obj<'v, 'a> {
         path: &'static str,
         min: usize,
         max: usize,
-    ) -> Result<String, Reason> {
+    ) -> Result<Text, Reason> {
         self.opt_str_at(key, path, min, max)?
             .ok_or(Reason::MissingField(path))
     }
-    fn opt_str(&self, key: &'static str, min: usize, max: usize) -> Result<Option<String>, Reason> {
+    fn opt_str(&self, key: &'static str, min: usize, max: usize) -> Result<Option<Text>, Reason> {
         self.opt_str_at(key, key, min, max)
     }
-    fn req_str(&self, key: &'static str, min: usize, max: usize) -> Result<String, Reason> {
+    fn req_str(&self, key: &'static str, min: usize, max: usize) -> Result<Text, Reason> {
         self.req_str_at(key, key, min, max)
     }
 

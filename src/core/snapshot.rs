@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::aggregate::{Counters, DailyKey};
 use super::calendar::DayUnit;
-use super::case::{Acceptance, At, CaseState, End, EndKind, Pause, Rating, SeenAttrs};
+use super::case::{Acceptance, At, CaseState, End, EndKind, Pause, Rare, Rating, SeenAttrs};
 use super::engine::Interner;
 use super::event::{ItemKind, Outcome, PauseReason};
 
@@ -97,7 +97,7 @@ impl CaseSnapshot {
                 calendar_days: a.day_unit == DayUnit::Calendar,
             }),
             submitted_at: s.submitted_at.get(),
-            second_acceptance_at: s.second_acceptance_at.get(),
+            second_acceptance_at: s.rare().second_acceptance_at.get(),
             acceptance_in_loop: s.acceptance_in_loop,
             first_handling_at: s.first_handling_at.get(),
             intake_end: s.intake_end.get(),
@@ -112,13 +112,14 @@ impl CaseSnapshot {
                 EndKind::Withdrawn => ("withdrawn".to_string(), e.at, None, false),
             }),
             pauses: s
+                .rare()
                 .pauses
                 .iter()
                 .map(|p| (p.reason as u8, p.start, p.end.get(), p.approved_days))
                 .collect(),
-            extension_days: s.extension_days,
-            backfilled_at: s.backfilled_at.get(),
-            overcharge_at: s.overcharge_at.get(),
+            extension_days: s.rare().extension_days,
+            backfilled_at: s.rare().backfilled_at.get(),
+            overcharge_at: s.rare().overcharge_at.get(),
             rating: s.rating.map(|r| (r.value, r.is_default, r.at)),
             event_ids: s.event_ids.to_vec(),
         }
@@ -128,7 +129,7 @@ impl CaseSnapshot {
     pub fn to_state(&self, syms: &mut Interner) -> CaseState {
         let at = |v: Option<i64>| v.map_or(At::NONE, At::some);
         let [c, w, d, i] = &self.seen;
-        CaseState {
+        let mut state = CaseState {
             seen: SeenAttrs {
                 center: syms.intern(c),
                 window: syms.intern(w),
@@ -156,7 +157,6 @@ impl CaseSnapshot {
                 },
             }),
             submitted_at: at(self.submitted_at),
-            second_acceptance_at: at(self.second_acceptance_at),
             acceptance_in_loop: self.acceptance_in_loop,
             first_handling_at: at(self.first_handling_at),
             intake_end: at(self.intake_end),
@@ -174,6 +174,16 @@ impl CaseSnapshot {
                     _ => EndKind::Withdrawn,
                 },
             }),
+            rating: self.rating.map(|(value, is_default, at)| Rating {
+                value,
+                is_default,
+                at,
+            }),
+            event_ids: self.event_ids.iter().copied().collect(),
+            rare: None,
+        };
+        state.set_rare(Rare {
+            second_acceptance_at: at(self.second_acceptance_at),
             pauses: self
                 .pauses
                 .iter()
@@ -187,13 +197,8 @@ impl CaseSnapshot {
             extension_days: self.extension_days,
             backfilled_at: at(self.backfilled_at),
             overcharge_at: at(self.overcharge_at),
-            rating: self.rating.map(|(value, is_default, at)| Rating {
-                value,
-                is_default,
-                at,
-            }),
-            event_ids: self.event_ids.iter().copied().collect(),
-        }
+        });
+        state
     }
 }
 

@@ -623,7 +623,7 @@ fn restore_evicted(
     let payloads: Vec<String> = rt.block_on(
         client
             .query("SELECT payload FROM events FINAL WHERE case_id = ? AND topic = ? AND partition = ? ORDER BY offset")
-            .bind(&case_id)
+            .bind(case_id.as_str())
             .bind(&p.origin.topic)
             .bind(p.origin.partition)
             .fetch_all::<String>(),

@@ -54,14 +54,14 @@ impl EventRecord {
     /// The row of an applied event at `offset` of `origin`.
     pub fn new(e: &CaseEvent, raw: &[u8], origin: &Origin, offset: u64) -> Self {
         Self {
-            event_id: e.event_id.clone(),
-            case_id: e.case_id.clone(),
+            event_id: e.event_id.to_string(),
+            case_id: e.case_id.to_string(),
             kind: e.body.type_name().to_string(),
             occurred_at: datetime(e.occurred_at),
             recorded_at: datetime(e.recorded_at),
             source: e.source.as_str().to_string(),
-            center_id: e.center_id.clone(),
-            window_id: e.window_id.clone().unwrap_or_default(),
+            center_id: e.center_id.to_string(),
+            window_id: e.window_id.as_deref().unwrap_or_default().to_string(),
             payload: String::from_utf8_lossy(raw).into_owned(),
             topic: origin.topic.clone(),
             partition: origin.partition,
