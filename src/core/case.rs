@@ -152,9 +152,18 @@ pub struct Rare {
     pub overcharge_at: At,
 }
 
+/// The rare part of a case that has none of it.
+static NO_RARE: Rare = Rare {
+    second_acceptance_at: At::NONE,
+    pauses: Vec::new(),
+    extension_days: 0,
+    backfilled_at: At::NONE,
+    overcharge_at: At::NONE,
+};
+
 impl Rare {
     fn is_empty(&self) -> bool {
-        *self == Rare::default()
+        *self == NO_RARE
     }
 }
 
@@ -259,14 +268,7 @@ pub fn stable_hash(bytes: &[u8]) -> u64 {
 impl CaseState {
     /// The rare part of the state (empty when the case has none).
     pub fn rare(&self) -> &Rare {
-        static EMPTY: Rare = Rare {
-            second_acceptance_at: At::NONE,
-            pauses: Vec::new(),
-            extension_days: 0,
-            backfilled_at: At::NONE,
-            overcharge_at: At::NONE,
-        };
-        self.rare.as_deref().unwrap_or(&EMPTY)
+        self.rare.as_deref().unwrap_or(&NO_RARE)
     }
 
     /// The rare part, created when a field of it is about to be set.
@@ -280,12 +282,8 @@ impl CaseState {
     }
 
     /// Folds one validated event into the state, in log order.
-    pub fn apply(&mut self, event: &CaseEvent, syms: EventSyms) -> Applied {
-        self.apply_hashed(event, stable_hash(event.event_id.as_bytes()), syms)
-    }
-
-    /// [`CaseState::apply`] with the event id's [`stable_hash`] already computed.
-    pub fn apply_hashed(&mut self, event: &CaseEvent, id: u64, syms: EventSyms) -> Applied {
+    /// `id` is the [`stable_hash`] of the event id.
+    pub fn apply(&mut self, event: &CaseEvent, id: u64, syms: EventSyms) -> Applied {
         if self.event_ids.contains(&id) {
             return Applied::Duplicate;
         }
@@ -470,14 +468,9 @@ impl CaseState {
         }
     }
 
-    /// The facts of the case at engine time `now`.
-    pub fn facts(&self, cal: &WorkCalendar, rules: &Rules, now: Instant) -> Facts {
-        self.facts_memo(cal, rules, now, &DeadlineMemo::default())
-    }
-
-    /// [`CaseState::facts`], taking the rule instants of an uninterrupted promised clock from
-    /// `memo` when its last computation had the same inputs.
-    pub fn facts_memo(
+    /// The facts of the case at engine time `now`. The rule instants of an uninterrupted
+    /// promised clock come from `memo` when its last computation had the same inputs.
+    pub fn facts(
         &self,
         cal: &WorkCalendar,
         rules: &Rules,

@@ -290,7 +290,7 @@ impl Engine {
     fn facts_with(&self, i: u32, cal: &WorkCalendar, t: Instant) -> Facts {
         self.slots[i as usize]
             .state
-            .facts_memo(cal, &self.rules, t, &self.deadline_memo)
+            .facts(cal, &self.rules, t, &self.deadline_memo)
     }
 
     /// A case's facts at `t`.
@@ -374,9 +374,7 @@ impl Engine {
             _ => None,
         };
         let was_open = self.slots[i as usize].state.end.is_none();
-        let applied = self.slots[i as usize]
-            .state
-            .apply_hashed(event, event_hash, syms);
+        let applied = self.slots[i as usize].state.apply(event, event_hash, syms);
         if was_open && self.slots[i as usize].state.end.is_some() {
             self.open_cases -= 1;
         }
