@@ -30,9 +30,9 @@ pub fn expected_daily(
         let day = calendars.get(&c.center_id).local_day(i64::from(t));
         let key = (
             day,
-            c.center_id.clone(),
-            c.window_id.clone(),
-            c.item_code.clone(),
+            c.center_id.to_string(),
+            c.window_id.to_string(),
+            c.item_code.to_string(),
         );
         out.entry(key).or_insert([0; 22])[counter as usize] += v;
     };

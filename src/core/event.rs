@@ -291,10 +291,19 @@ pub struct CaseEvent {
 ///
 /// `now` is the wall clock used by the `future_timestamp` rule.
 pub fn parse_event(bytes: &[u8], now: Instant) -> Result<CaseEvent, Reason> {
+    parse_event_text(event_text(bytes)?, now)
+}
+
+/// The first checks of a message: its size, then that it is UTF-8 text.
+pub fn event_text(bytes: &[u8]) -> Result<&str, Reason> {
     if bytes.len() > MAX_EVENT_BYTES {
         return Err(Reason::TooLarge);
     }
-    let text = std::str::from_utf8(bytes).map_err(|_| Reason::MalformedJson)?;
+    std::str::from_utf8(bytes).map_err(|_| Reason::MalformedJson)
+}
+
+/// [`parse_event`] for a message that passed [`event_text`].
+pub fn parse_event_text(text: &str, now: Instant) -> Result<CaseEvent, Reason> {
     let root: Json<'_> = serde_json::from_str(text).map_err(|_| Reason::MalformedJson)?;
     let Json::Object(fields) = root else {
         return Err(Reason::MalformedJson);
@@ -561,7 +570,7 @@ impl<'de> Visitor<'de> for JsonVisitor {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut fields: Vec<(Cow<'de, str>, Json<'de>)> = Vec::with_capacity(16);
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             if fields.iter().any(|(k, _)| *k == key) {
                 return Err(de::Error::custom("duplicate key"));
             }
@@ -569,6 +578,35 @@ impl<'de> Visitor<'de> for JsonVisitor {
             fields.push((key, value));
         }
         Ok(Json::Object(fields))
+    }
+}
+
+/// An object key, borrowed from the input when it has no escapes (serde's own `Cow<str>`
+/// always allocates).
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = Key<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Key(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Key(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Key(Cow::Owned(v)))
     }
 }
 

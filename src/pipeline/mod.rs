@@ -13,7 +13,7 @@ pub mod kafka;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::core::engine::{ApplyOutcome, Engine};
-use crate::core::event::{parse_event, Reason};
+use crate::core::event::{event_text, parse_event, parse_event_text, Reason};
 use crate::core::rules::AnomalyKind;
 use crate::sinks::clickhouse::rows::{
     datetime, AlertRecord, AnomalyRecord, Batch, CheckpointRecord, DeadLetterRecord, EventRecord,
@@ -99,8 +99,9 @@ impl PartitionProcessor {
     pub fn handle(&mut self, offset: u64, raw: &[u8], wall_now: i64) -> Handled {
         self.next_offset = self.next_offset.max(offset + 1);
         self.pending_bytes += raw.len();
-        let event = match parse_event(raw, wall_now) {
-            Ok(e) => e,
+        let parsed = event_text(raw).and_then(|text| Ok((text, parse_event_text(text, wall_now)?)));
+        let (text, event) = match parsed {
+            Ok(parsed) => parsed,
             Err(reason) => {
                 self.pending
                     .dead_letters
@@ -112,7 +113,7 @@ impl PartitionProcessor {
             ApplyOutcome::Applied => {
                 self.pending
                     .events
-                    .push(EventRecord::new(&event, raw, &self.origin, offset));
+                    .push(EventRecord::new(&event, text, &self.origin, offset));
                 Handled::Applied
             }
             ApplyOutcome::Duplicate => Handled::Duplicate,

@@ -47,6 +47,8 @@ pub fn replay_both(db: &TestDb, dir: &Path, lines: &[String], as_of: &str) -> st
     run_ok(
         casewatch(db)
             .args(["replay", "--sink", "clickhouse", "--as-of", as_of])
+            // Small batches: several writes, each in flight while the next batch is built.
+            .env("CASEWATCH__PIPELINE__BATCH_EVENTS", "2000")
             .arg(&file),
     );
     run_ok(
@@ -96,19 +98,19 @@ pub async fn tables_as_csv(db: &TestDb) -> BTreeMap<&'static str, Vec<Vec<String
             .iter()
             .map(|r| {
                 vec![
-                    r.case_id.clone(),
-                    r.center_id.clone(),
-                    r.window_id.clone(),
-                    r.department.clone(),
-                    r.item_code.clone(),
-                    r.item_kind.clone(),
-                    r.status.clone(),
+                    r.case_id.to_string(),
+                    r.center_id.to_string(),
+                    r.window_id.to_string(),
+                    r.department.to_string(),
+                    r.item_code.to_string(),
+                    r.item_kind.to_string(),
+                    r.status.to_string(),
                     ts(r.submitted_at),
                     ts(r.accepted_at),
                     ts(r.promised_deadline),
                     ts(r.legal_deadline),
                     ts(r.completed_at),
-                    r.outcome.clone(),
+                    r.outcome.to_string(),
                     r.on_time.to_string(),
                     r.early.to_string(),
                     r.on_site.to_string(),
@@ -116,7 +118,7 @@ pub async fn tables_as_csv(db: &TestDb) -> BTreeMap<&'static str, Vec<Vec<String
                     r.handling_seconds
                         .map(|h| h.to_string())
                         .unwrap_or_default(),
-                    r.alert_level.clone(),
+                    r.alert_level.to_string(),
                     r.rating.map(|v| v.to_string()).unwrap_or_default(),
                     r.events.to_string(),
                 ]

@@ -31,20 +31,24 @@ pub struct Origin {
     pub partition: u32,
 }
 
+/// A short string column (ids, codes, names): inline up to 24 bytes, so building a row does
+/// not allocate per column.
+pub type Text = compact_str::CompactString;
+
 /// `events`.
 #[derive(Debug, Clone, Row, Serialize, Deserialize, PartialEq, Eq)]
 pub struct EventRecord {
-    pub event_id: String,
-    pub case_id: String,
+    pub event_id: Text,
+    pub case_id: Text,
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: Text,
     pub occurred_at: u32,
     pub recorded_at: u32,
-    pub source: String,
-    pub center_id: String,
-    pub window_id: String,
+    pub source: Text,
+    pub center_id: Text,
+    pub window_id: Text,
     pub payload: String,
-    pub topic: String,
+    pub topic: Text,
     pub partition: u32,
     pub offset: u64,
     pub version: u64,
@@ -52,18 +56,18 @@ pub struct EventRecord {
 
 impl EventRecord {
     /// The row of an applied event at `offset` of `origin`.
-    pub fn new(e: &CaseEvent, raw: &[u8], origin: &Origin, offset: u64) -> Self {
+    pub fn new(e: &CaseEvent, payload: &str, origin: &Origin, offset: u64) -> Self {
         Self {
-            event_id: e.event_id.to_string(),
-            case_id: e.case_id.to_string(),
-            kind: e.body.type_name().to_string(),
+            event_id: e.event_id.clone(),
+            case_id: e.case_id.clone(),
+            kind: Text::const_new(e.body.type_name()),
             occurred_at: datetime(e.occurred_at),
             recorded_at: datetime(e.recorded_at),
-            source: e.source.as_str().to_string(),
-            center_id: e.center_id.to_string(),
-            window_id: e.window_id.as_deref().unwrap_or_default().to_string(),
-            payload: String::from_utf8_lossy(raw).into_owned(),
-            topic: origin.topic.clone(),
+            source: Text::const_new(e.source.as_str()),
+            center_id: e.center_id.clone(),
+            window_id: e.window_id.clone().unwrap_or_default(),
+            payload: payload.to_owned(),
+            topic: Text::new(&origin.topic),
             partition: origin.partition,
             offset,
             version: 0,
@@ -74,33 +78,33 @@ impl EventRecord {
 /// `cases`.
 #[derive(Debug, Clone, Row, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CaseRecord {
-    pub case_id: String,
-    pub center_id: String,
-    pub window_id: String,
-    pub department: String,
-    pub item_code: String,
-    pub item_name: String,
-    pub item_kind: String,
-    pub status: String,
+    pub case_id: Text,
+    pub center_id: Text,
+    pub window_id: Text,
+    pub department: Text,
+    pub item_code: Text,
+    pub item_name: Text,
+    pub item_kind: Text,
+    pub status: Text,
     pub submitted_at: Option<u32>,
     pub accepted_at: Option<u32>,
     pub promised_deadline: Option<u32>,
     pub legal_deadline: Option<u32>,
     pub completed_at: Option<u32>,
     pub ended_at: Option<u32>,
-    pub outcome: String,
+    pub outcome: Text,
     pub on_time: u8,
     pub early: u8,
     pub on_site: u8,
     pub overdue: u8,
     pub handling_seconds: Option<i64>,
     pub promised_seconds: Option<i64>,
-    pub alert_level: String,
+    pub alert_level: Text,
     pub rating: Option<u8>,
     pub rating_is_default: u8,
     pub rated_at: Option<u32>,
     pub events: u32,
-    pub topic: String,
+    pub topic: Text,
     pub partition: u32,
     pub version: u64,
 }
@@ -109,31 +113,23 @@ impl CaseRecord {
     /// The row of a case.
     pub fn new(row: &CaseRow, syms: &Interner, rules: &Rules, origin: &Origin) -> Self {
         let f = &row.facts;
-        let s = |sym| syms.resolve(sym).to_string();
+        let s = |sym| Text::new(syms.resolve(sym));
         Self {
-            case_id: row.case_id.clone(),
+            case_id: Text::new(&row.case_id),
             center_id: s(f.center),
             window_id: s(f.window),
             department: s(f.department),
             item_code: s(f.item_code),
             item_name: s(row.item_name),
-            item_kind: f
-                .item_kind
-                .map(|k| k.as_str())
-                .unwrap_or_default()
-                .to_string(),
-            status: f.status.as_str().to_string(),
+            item_kind: f.item_kind.map(|k| k.as_str()).unwrap_or_default().into(),
+            status: Text::const_new(f.status.as_str()),
             submitted_at: f.submitted_at.map(datetime),
             accepted_at: f.accepted_at.map(datetime),
             promised_deadline: f.promised_deadline.map(datetime),
             legal_deadline: f.legal_deadline.map(datetime),
             completed_at: f.completed_at.map(datetime),
             ended_at: f.ended_at.map(datetime),
-            outcome: f
-                .outcome
-                .map(|o| o.as_str())
-                .unwrap_or_default()
-                .to_string(),
+            outcome: f.outcome.map(|o| o.as_str()).unwrap_or_default().into(),
             on_time: u8::from(f.on_time),
             early: u8::from(f.early),
             on_site: u8::from(f.on_site),
@@ -144,12 +140,12 @@ impl CaseRecord {
                 .alert_level(rules)
                 .map(|l| l.as_str())
                 .unwrap_or_default()
-                .to_string(),
+                .into(),
             rating: f.rating.map(|r| r.value),
             rating_is_default: u8::from(f.rating.is_some_and(|r| r.is_default)),
             rated_at: f.rating.map(|r| datetime(r.at)),
             events: row.events,
-            topic: origin.topic.clone(),
+            topic: Text::new(&origin.topic),
             partition: origin.partition,
             version: 0,
         }
