@@ -214,6 +214,15 @@ pub struct ClickhouseConfig {
     pub user: String,
     pub password: Secret,
     pub timeout_secs: u64,
+    pub compression: Compression,
+}
+
+/// How inserted rows travel to ClickHouse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Lz4,
 }
 
 /// `[pipeline]`.

@@ -21,7 +21,11 @@ pub fn admin_client(cfg: &crate::config::ClickhouseConfig) -> ::clickhouse::Clie
     let mut c = ::clickhouse::Client::default()
         .with_url(&cfg.url)
         .with_validation(false)
-        .with_user(&cfg.user);
+        .with_user(&cfg.user)
+        .with_compression(match cfg.compression {
+            crate::config::Compression::None => ::clickhouse::Compression::None,
+            crate::config::Compression::Lz4 => ::clickhouse::Compression::Lz4,
+        });
     if !cfg.password.is_empty() {
         c = c.with_password(cfg.password.expose());
     }
