@@ -480,6 +480,7 @@ async fn replay_to_clickhouse(
     let now = wall_now();
     let (mut applied, mut duplicates, mut dead) = (0u64, 0u64, 0u64);
     let resume_from = p.checkpoint;
+    let mut in_flight = None;
     for line in NdjsonLines::new(BufReader::new(f)) {
         let line = line?;
         if line.number < resume_from {
@@ -493,8 +494,16 @@ async fn replay_to_clickhouse(
         if p.pending_events() >= cfg.pipeline.batch_events {
             let mut batch = p.drain();
             batch.set_version(VERSIONS.next());
-            writer.write(&batch).await?;
+            // One write in flight while the next batch is read and applied; batches land in order.
+            if let Some(write) = in_flight.take() {
+                write.await??;
+            }
+            let writer = writer.clone();
+            in_flight = Some(tokio::spawn(async move { writer.write(&batch).await }));
         }
+    }
+    if let Some(write) = in_flight.take() {
+        write.await??;
     }
     if let Some(t) = as_of {
         p.engine.advance_to(t);

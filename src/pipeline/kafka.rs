@@ -5,9 +5,13 @@
 //! callbacks, which run inside `poll` on this thread, flush and commit revoked partitions and
 //! rebuild assigned ones before any of their messages are handled.
 //!
+//! Flushes are pipelined: a drained batch is written by a task on the runtime while the loop
+//! reads and applies the next one, so parsing and the engine overlap with the ClickHouse write.
+//! At most one write is in flight; the next flush first waits for it, so batches land in order
+//! and memory is bounded by two batches (backpressure: the loop does not poll while it waits).
+//!
 //! Offsets: a partition's offset is committed only after its rows and checkpoint are in
-//! ClickHouse (and its dead letters acknowledged by the dead-letter topic). Backpressure is
-//! structural: the loop does not poll while it flushes, so memory is bounded by one batch.
+//! ClickHouse (and its dead letters acknowledged by the dead-letter topic).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,8 +30,8 @@ use crate::alerts::deliver::Dispatcher;
 use crate::config::{ClockMode, Config};
 use crate::core::engine::Engine;
 use crate::metrics::Metrics;
-use crate::sinks::clickhouse::rows::{Batch, Origin};
-use crate::sinks::clickhouse::ClickhouseWriter;
+use crate::sinks::clickhouse::rows::{AlertRecord, Batch, Origin};
+use crate::sinks::clickhouse::{ClickhouseWriter, SinkError};
 
 /// How `run` ends.
 #[derive(Debug, Clone, Copy, Default)]
@@ -52,6 +56,20 @@ struct Shared {
     dispatcher: Option<Dispatcher>,
     /// Partitions whose alerts are held: not yet known to be within `alerts.hold_lag`.
     held: HashSet<i32>,
+    /// The batch being written, if any.
+    in_flight: Option<InFlight>,
+    /// Offsets whose rows are in ClickHouse, not committed yet (partition → next offset).
+    committable: HashMap<i32, i64>,
+}
+
+/// A batch whose write runs on the runtime while the loop goes on.
+struct InFlight {
+    /// Yields the batch's alert rows once every row and checkpoint is in.
+    task: tokio::task::JoinHandle<Result<Vec<AlertRecord>, SinkError>>,
+    /// Next offset per partition of the batch.
+    offsets: Vec<(i32, i64)>,
+    rows: usize,
+    started: StdInstant,
 }
 
 impl Shared {
@@ -63,54 +81,98 @@ impl Shared {
         ))
     }
 
-    /// Writes every processor's batch (or only `only`'s) and returns the offsets to commit.
-    fn flush(&mut self, only: Option<&[i32]>) -> anyhow::Result<TopicPartitionList> {
+    /// Drains every processor (or only `only`'s) and starts writing the batch, once the write
+    /// in flight (if any) is finished.
+    fn start_flush(&mut self, only: Option<&[i32]>) -> anyhow::Result<()> {
+        self.finish_flush()?;
         let started = StdInstant::now();
         let mut batch = Batch::default();
-        let mut offsets = TopicPartitionList::new();
-        for (partition, p) in self.processors.iter_mut() {
-            if only.is_some_and(|o| !o.contains(partition)) {
+        let mut offsets = Vec::new();
+        for (&partition, p) in self.processors.iter_mut() {
+            if only.is_some_and(|o| !o.contains(&partition)) {
                 continue;
             }
-            let b = p.drain();
-            offsets.add_partition_offset(
-                &self.cfg.kafka.topic,
-                *partition,
-                Offset::Offset(p.next_offset as i64),
-            )?;
-            merge(&mut batch, b);
+            merge(&mut batch, p.drain());
+            offsets.push((partition, p.next_offset as i64));
         }
         if batch.rows() == batch.checkpoints.len()
             && batch.checkpoints.iter().all(|c| c.next_offset == 0)
         {
-            return Ok(TopicPartitionList::new());
+            return Ok(());
         }
         batch.set_version(VERSIONS.next());
         let rows = batch.rows();
-        match self.drain_deadline {
-            None => self.rt.block_on(self.writer.write(&batch))?,
+        let writer = self.writer.clone();
+        // The batch is serialized, sent and dropped on the runtime's threads.
+        let task = self.rt.spawn(async move {
+            writer.write(&batch).await?;
+            Ok(std::mem::take(&mut batch.alerts))
+        });
+        self.in_flight = Some(InFlight {
+            task,
+            offsets,
+            rows,
+            started,
+        });
+        Ok(())
+    }
+
+    /// Waits for the write in flight (if any). Once its rows are in, its offsets become
+    /// committable and its alerts go to the dispatcher.
+    fn finish_flush(&mut self) -> anyhow::Result<()> {
+        let Some(flight) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let joined = match self.drain_deadline {
+            None => self.rt.block_on(flight.task),
             Some(d) => self
                 .rt
                 // The timer must be created inside the runtime (this thread is not in it).
-                .block_on(async { tokio::time::timeout(d, self.writer.write(&batch)).await })
-                .map_err(|_| anyhow::anyhow!("drain deadline of {} s passed", d.as_secs()))??,
-        }
+                .block_on(async { tokio::time::timeout(d, flight.task).await })
+                .map_err(|_| anyhow::anyhow!("drain deadline of {} s passed", d.as_secs()))?,
+        };
+        let alerts =
+            joined.map_err(|e| anyhow::anyhow!("the clickhouse write task failed: {e}"))??;
         if let Some(d) = &self.dispatcher {
             // Durable now: hand over the alerts of partitions that are not catching up.
             d.alerts(
-                batch
-                    .alerts
-                    .iter()
+                alerts
+                    .into_iter()
                     .filter(|a| !self.held.contains(&(a.partition as i32)))
-                    .cloned()
                     .collect(),
             );
         }
+        self.committable.extend(flight.offsets);
         self.metrics.flushes.inc();
-        self.metrics.flush_rows.add(rows as u64);
+        self.metrics.flush_rows.add(flight.rows as u64);
         self.metrics
             .flush_seconds
-            .observe(started.elapsed().as_secs_f64());
+            .observe(flight.started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Finishes a write in flight that is already done, without waiting.
+    fn finish_flush_if_done(&mut self) -> anyhow::Result<()> {
+        if self
+            .in_flight
+            .as_ref()
+            .is_some_and(|f| f.task.is_finished())
+        {
+            self.finish_flush()?;
+        }
+        Ok(())
+    }
+
+    /// Takes the committable offsets (empty when there are none).
+    fn take_committable(&mut self) -> anyhow::Result<TopicPartitionList> {
+        let mut offsets = TopicPartitionList::new();
+        for (partition, offset) in self.committable.drain() {
+            offsets.add_partition_offset(
+                &self.cfg.kafka.topic,
+                partition,
+                Offset::Offset(offset),
+            )?;
+        }
         Ok(offsets)
     }
 }
@@ -137,7 +199,11 @@ impl Context {
         let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         tracing::info!(partitions = ?revoked, "partitions revoked: flushing and committing");
-        match shared.flush(Some(&revoked)) {
+        let flushed = shared
+            .start_flush(Some(&revoked))
+            .and_then(|()| shared.finish_flush())
+            .and_then(|()| shared.take_committable());
+        match flushed {
             Ok(offsets) if offsets.count() > 0 => {
                 if let Err(e) = consumer.commit(&offsets, CommitMode::Sync) {
                     tracing::warn!(error = %e, "commit on revoke failed; the next owner re-reads from the checkpoint");
@@ -156,6 +222,11 @@ impl Context {
     /// Assigned partitions: rebuild each from ClickHouse (retrying while it is down).
     fn take_over(&self, tpl: &TopicPartitionList) {
         let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        // Rebuilds read ClickHouse: let the write in flight land first.
+        if let Err(e) = shared.finish_flush() {
+            shared.fatal = Some(format!("flush before a takeover failed: {e:#}"));
+            return;
+        }
         for e in tpl.elements() {
             let partition = e.partition();
             if shared.processors.contains_key(&partition) {
@@ -282,6 +353,8 @@ pub fn run(
         drain_deadline: None,
         dispatcher: dispatcher.clone(),
         held: HashSet::new(),
+        in_flight: None,
+        committable: HashMap::new(),
     }));
     let mut client = ClientConfig::new();
     client
@@ -334,6 +407,9 @@ pub fn run(
     let mut last_rescan = StdInstant::now();
     let mut holidays_seen = holidays_stamp(&cfg.calendar.holidays_dir);
     let mut pending_dead_letters = 0usize;
+    // The wall clock of the `future_timestamp` rule, read once per tick (its tolerance is
+    // minutes), not per message.
+    let mut wall = chrono::Utc::now().timestamp();
 
     loop {
         if let Some(f) = shared
@@ -347,22 +423,17 @@ pub fn run(
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        match consumer.poll(Duration::from_millis(50)) {
+        let polled = consumer.poll(Duration::from_millis(50));
+        let now = StdInstant::now();
+        match polled {
             Some(Ok(msg)) => {
-                last_message = StdInstant::now();
+                last_message = now;
                 metrics.broker_up.set(1);
                 let (partition, offset) = (msg.partition(), msg.offset().max(0) as u64);
                 let payload = msg.payload().unwrap_or_default();
-                let wall = chrono::Utc::now().timestamp();
-                let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
-                let Shared {
-                    processors,
-                    rt,
-                    writer,
-                    metrics,
-                    ..
-                } = &mut *s;
-                let Some(p) = processors.get_mut(&partition) else {
+                let mut guard = shared.lock().unwrap_or_else(|e| e.into_inner());
+                let s = &mut *guard;
+                let Some(p) = s.processors.get_mut(&partition) else {
                     tracing::warn!(
                         partition,
                         "message for a partition not assigned here; skipped"
@@ -372,8 +443,12 @@ pub fn run(
                 metrics.consumed.inc();
                 let mut handled = p.handle(offset, payload, wall);
                 if handled == Handled::Evicted {
-                    restore_evicted(p, payload, rt, writer.client())?;
-                    handled = p.handle(offset, payload, wall);
+                    // The case's events are read back from ClickHouse: let the write land first.
+                    s.finish_flush()?;
+                    if let Some(p) = s.processors.get_mut(&partition) {
+                        restore_evicted(p, payload, &s.rt, s.writer.client())?;
+                        handled = p.handle(offset, payload, wall);
+                    }
                 }
                 match handled {
                     Handled::Applied | Handled::Evicted => metrics.applied.inc(),
@@ -411,13 +486,13 @@ pub fn run(
             None => {}
         }
 
-        if last_tick.elapsed() >= tick_every {
-            last_tick = StdInstant::now();
+        if now.duration_since(last_tick) >= tick_every {
+            last_tick = now;
+            wall = chrono::Utc::now().timestamp();
             if cfg.engine.clock == ClockMode::Wall {
-                let now = chrono::Utc::now().timestamp();
                 let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
                 for p in s.processors.values_mut() {
-                    p.engine.advance_to(now);
+                    p.engine.advance_to(wall);
                 }
             }
             if last_calendar_check.elapsed() >= Duration::from_secs(10) {
@@ -497,36 +572,34 @@ pub fn run(
         }
 
         let (pending, pending_bytes) = {
-            let s = shared.lock().unwrap_or_else(|e| e.into_inner());
-            (
-                s.processors
-                    .values()
-                    .map(|p| p.pending_events())
-                    .sum::<usize>(),
-                s.processors
-                    .values()
-                    .map(|p| p.pending_bytes())
-                    .sum::<usize>(),
-            )
+            let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
+            s.finish_flush_if_done()?;
+            let pending: usize = s.processors.values().map(|p| p.pending_events()).sum();
+            let bytes: usize = s.processors.values().map(|p| p.pending_bytes()).sum();
+            (pending, bytes)
         };
+        let since_flush = now.duration_since(last_flush);
         if pending >= batch_events
             || pending_bytes >= cfg.pipeline.batch_bytes
-            || (last_flush.elapsed() >= batch_every && (pending > 0 || pending_dead_letters > 0))
-            || last_flush.elapsed() >= batch_every * 4
+            || (since_flush >= batch_every && (pending > 0 || pending_dead_letters > 0))
+            || since_flush >= batch_every * 4
         {
-            flush_and_commit(&shared, &consumer, &producer, CommitMode::Async)?;
+            shared
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .start_flush(None)?;
             pending_dead_letters = 0;
             last_flush = StdInstant::now();
         }
+        commit_landed(&shared, &consumer, &producer, CommitMode::Async)?;
 
         if let Some(idle) = opts.exit_when_idle {
             // Idle means: partitions assigned, nothing new for `idle`, and at the high watermark.
-            let alerts_done = dispatcher.as_ref().is_none_or(Dispatcher::is_idle)
-                && shared
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .held
-                    .is_empty();
+            // A write in flight still has alerts to hand over.
+            let alerts_done = dispatcher.as_ref().is_none_or(Dispatcher::is_idle) && {
+                let s = shared.lock().unwrap_or_else(|e| e.into_inner());
+                s.held.is_empty() && s.in_flight.is_none()
+            };
             if last_message.elapsed() >= idle
                 && pending == 0
                 && alerts_done
@@ -545,7 +618,7 @@ pub fn run(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .drain_deadline = Some(drain);
-    match flush_and_commit(&shared, &consumer, &producer, CommitMode::Sync) {
+    match flush_and_commit(&shared, &consumer, &producer) {
         Ok(()) => tracing::info!(
             seconds = started.elapsed().as_secs_f64(),
             "flushed and committed; stopping"
@@ -589,7 +662,22 @@ fn caught_up(shared: &Arc<Mutex<Shared>>, consumer: &BaseConsumer<Context>, topi
         })
 }
 
+/// Shutdown: writes everything pending, waits for it to land and commits.
 fn flush_and_commit(
+    shared: &Arc<Mutex<Shared>>,
+    consumer: &BaseConsumer<Context>,
+    producer: &ThreadedProducer<DefaultProducerContext>,
+) -> anyhow::Result<()> {
+    {
+        let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
+        s.start_flush(None)?;
+        s.finish_flush()?;
+    }
+    commit_landed(shared, consumer, producer, CommitMode::Sync)
+}
+
+/// Commits the offsets whose rows are in ClickHouse.
+fn commit_landed(
     shared: &Arc<Mutex<Shared>>,
     consumer: &BaseConsumer<Context>,
     producer: &ThreadedProducer<DefaultProducerContext>,
@@ -598,13 +686,17 @@ fn flush_and_commit(
     let offsets = shared
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .flush(None)?;
+        .take_committable()?;
+    if offsets.count() == 0 {
+        return Ok(());
+    }
     // Dead letters must reach their topic before the offsets that produced them are committed.
-    producer.flush(Duration::from_secs(30))?;
-    if offsets.count() > 0 {
-        if let Err(e) = consumer.commit(&offsets, mode) {
-            tracing::warn!(error = %e, "offset commit failed; clickhouse checkpoints stay authoritative");
-        }
+    // (A flush with nothing outstanding still costs a few milliseconds: skip it.)
+    if producer.in_flight_count() > 0 {
+        producer.flush(Duration::from_secs(30))?;
+    }
+    if let Err(e) = consumer.commit(&offsets, mode) {
+        tracing::warn!(error = %e, "offset commit failed; clickhouse checkpoints stay authoritative");
     }
     Ok(())
 }
