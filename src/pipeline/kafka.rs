@@ -163,8 +163,11 @@ impl Shared {
         Ok(())
     }
 
-    /// Takes the committable offsets (empty when there are none).
-    fn take_committable(&mut self) -> anyhow::Result<TopicPartitionList> {
+    /// Takes the committable offsets (None when there are none; called once per message).
+    fn take_committable(&mut self) -> anyhow::Result<Option<TopicPartitionList>> {
+        if self.committable.is_empty() {
+            return Ok(None);
+        }
         let mut offsets = TopicPartitionList::new();
         for (partition, offset) in self.committable.drain() {
             offsets.add_partition_offset(
@@ -173,7 +176,7 @@ impl Shared {
                 Offset::Offset(offset),
             )?;
         }
-        Ok(offsets)
+        Ok(Some(offsets))
     }
 }
 
@@ -204,12 +207,12 @@ impl Context {
             .and_then(|()| shared.finish_flush())
             .and_then(|()| shared.take_committable());
         match flushed {
-            Ok(offsets) if offsets.count() > 0 => {
+            Ok(Some(offsets)) => {
                 if let Err(e) = consumer.commit(&offsets, CommitMode::Sync) {
                     tracing::warn!(error = %e, "commit on revoke failed; the next owner re-reads from the checkpoint");
                 }
             }
-            Ok(_) => {}
+            Ok(None) => {}
             Err(e) => shared.fatal = Some(format!("flush on revoke failed: {e:#}")),
         }
         for p in revoked {
@@ -683,13 +686,13 @@ fn commit_landed(
     producer: &ThreadedProducer<DefaultProducerContext>,
     mode: CommitMode,
 ) -> anyhow::Result<()> {
-    let offsets = shared
+    let Some(offsets) = shared
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .take_committable()?;
-    if offsets.count() == 0 {
+        .take_committable()?
+    else {
         return Ok(());
-    }
+    };
     // Dead letters must reach their topic before the offsets that produced them are committed.
     // (A flush with nothing outstanding still costs a few milliseconds: skip it.)
     if producer.in_flight_count() > 0 {
