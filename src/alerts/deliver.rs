@@ -306,6 +306,7 @@ impl Dispatcher {
             metrics,
             queues,
             tracks: HashMap::new(),
+            at_rest: HashMap::new(),
             busy: busy.clone(),
         };
         tokio::spawn(state.run(input_rx, done_rx));
@@ -360,8 +361,22 @@ struct State {
     client: ::clickhouse::Client,
     metrics: Arc<Metrics>,
     queues: HashMap<String, mpsc::Sender<Job>>,
+    /// Tracks with a job queued or running, with their alert rows.
     tracks: HashMap<(String, String), Track>,
+    /// Outcomes of tracks with nothing in flight, by [`rest_key`]: 8 bytes of key and 2 of
+    /// phases instead of a whole alert row, so months of alerts do not pile up in memory.
+    at_rest: HashMap<u64, (Phase, Phase)>,
     busy: Arc<AtomicUsize>,
+}
+
+/// The key of an (alert, webhook) at rest: a stable 64-bit hash (a collision among a few
+/// million pairs has a probability of about 10^-7).
+fn rest_key((alert_id, hook): &(String, String)) -> u64 {
+    let mut bytes = Vec::with_capacity(alert_id.len() + hook.len() + 1);
+    bytes.extend_from_slice(alert_id.as_bytes());
+    bytes.push(0);
+    bytes.extend_from_slice(hook.as_bytes());
+    crate::core::case::stable_hash(&bytes)
 }
 
 impl State {
@@ -408,11 +423,17 @@ impl State {
             .collect();
         for hook in hooks {
             let key = (alert.alert_id.clone(), hook.clone());
-            let track = self.tracks.entry(key.clone()).or_insert_with(|| Track {
-                alert: alert.clone(),
-                raise: Phase::None,
-                revoke: Phase::None,
-                cancel: Arc::new(AtomicBool::new(false)),
+            let at_rest = &mut self.at_rest;
+            let track = self.tracks.entry(key.clone()).or_insert_with(|| {
+                let (raise, revoke) = at_rest
+                    .remove(&rest_key(&key))
+                    .unwrap_or((Phase::None, Phase::None));
+                Track {
+                    alert: alert.clone(),
+                    raise,
+                    revoke,
+                    cancel: Arc::new(AtomicBool::new(false)),
+                }
             });
             // Recorded outcomes win over what this process believes is still to do.
             if let Some(known) = known {
@@ -431,6 +452,23 @@ impl State {
                 track.cancel.store(true, Ordering::Relaxed);
             }
             self.step(&key);
+            self.settle(&key);
+        }
+    }
+
+    /// Moves a track with nothing in flight to `at_rest` (or forgets it when nothing was
+    /// ever decided: the outbox scan brings such an alert back).
+    fn settle(&mut self, key: &(String, String)) {
+        let Some(track) = self.tracks.get(key) else {
+            return;
+        };
+        if track.raise == Phase::InFlight || track.revoke == Phase::InFlight {
+            return;
+        }
+        let phases = (track.raise, track.revoke);
+        self.tracks.remove(key);
+        if phases != (Phase::None, Phase::None) {
+            self.at_rest.insert(rest_key(key), phases);
         }
     }
 
@@ -486,6 +524,7 @@ impl State {
             }
         }
         self.step(&key);
+        self.settle(&key);
     }
 
     /// Loads the outbox of some partitions and the final outcomes recorded so far.
@@ -608,4 +647,90 @@ pub async fn send_test(
         eprintln!("warning: attempts not recorded in clickhouse: {e}");
     }
     Ok(ended == Ended::Delivered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RouteConfig;
+
+    fn alert(revoked: u8) -> AlertRecord {
+        AlertRecord {
+            alert_id: "00000000deadbeef".into(),
+            case_id: "C001-2024-0001".into(),
+            kind: "overdue".into(),
+            level: "yellow".into(),
+            center_id: "C001".into(),
+            window_id: "W01".into(),
+            department: String::new(),
+            item_code: "W01-001".into(),
+            item_name: "户籍迁入".into(),
+            accepted_at: Some(1_714_957_200),
+            promised_deadline: Some(1_715_734_800),
+            legal_deadline: None,
+            detected_at: 1_715_734_800,
+            revoked,
+            revoked_at: None,
+            topic: "t".into(),
+            partition: 0,
+            version: 1,
+        }
+    }
+
+    fn done(revocation: bool) -> Done {
+        Done {
+            alert_id: "00000000deadbeef".into(),
+            webhook: "chief".into(),
+            revocation,
+            ended: Ended::Delivered,
+        }
+    }
+
+    /// A delivered alert keeps only its outcome (no row), is not sent again when its row comes
+    /// back, and its revocation is still sent once.
+    #[test]
+    fn settled_alerts_keep_their_outcome_but_not_their_row() {
+        let mut cfg = Config::load(None, &HashMap::new()).unwrap();
+        cfg.alerts.routes = vec![RouteConfig {
+            levels: vec![],
+            kinds: vec![],
+            centers: vec![],
+            windows: vec![],
+            webhooks: vec!["chief".into()],
+        }];
+        let (tx, mut jobs) = mpsc::channel::<Job>(8);
+        let mut state = State {
+            cfg: Arc::new(cfg),
+            client: ::clickhouse::Client::default(),
+            metrics: Arc::new(Metrics::default()),
+            queues: HashMap::from([("chief".to_string(), tx)]),
+            tracks: HashMap::new(),
+            at_rest: HashMap::new(),
+            busy: Arc::new(AtomicUsize::new(0)),
+        };
+
+        state.update(&alert(0), None);
+        assert!(!jobs.try_recv().unwrap().revocation);
+        assert_eq!((state.tracks.len(), state.at_rest.len()), (1, 0));
+        state.ended(done(false));
+        assert_eq!((state.tracks.len(), state.at_rest.len()), (0, 1));
+
+        state.update(&alert(0), None);
+        assert!(
+            jobs.try_recv().is_err(),
+            "a delivered alert was queued again"
+        );
+        assert_eq!((state.tracks.len(), state.at_rest.len()), (0, 1));
+
+        state.update(&alert(1), None);
+        assert!(jobs.try_recv().unwrap().revocation);
+        state.ended(done(true));
+        state.update(&alert(1), None);
+        assert!(jobs.try_recv().is_err(), "a revocation was queued twice");
+        assert_eq!((state.tracks.len(), state.at_rest.len()), (0, 1));
+        assert_eq!(
+            state.at_rest.values().next(),
+            Some(&(Phase::Delivered, Phase::Delivered))
+        );
+    }
 }
