@@ -164,7 +164,7 @@ pub const CASE_COLUMNS: [&str; 21] = [
 pub fn case_fields(row: &CaseRow, syms: &Interner, rules: &Rules) -> Vec<String> {
     let f: &Facts = &row.facts;
     vec![
-        row.case_id.clone(),
+        row.case_id.to_string(),
         syms.resolve(f.center).to_string(),
         syms.resolve(f.window).to_string(),
         syms.resolve(f.department).to_string(),
@@ -237,7 +237,7 @@ pub fn write_csv_outputs(
         for kind in crate::core::rules::AnomalyKind::ALL {
             if let Some(at) = row.facts.anomalies[kind as usize] {
                 anomalies.push(vec![
-                    row.case_id.clone(),
+                    row.case_id.to_string(),
                     kind.as_str().to_string(),
                     rules.level(kind).as_str().to_string(),
                     format_utc(at),

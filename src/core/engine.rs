@@ -588,10 +588,13 @@ impl Engine {
     /// Drains everything that changed since the last call, as absolute rows at engine time T.
     pub fn take_changes(&mut self) -> Changes {
         let mut cases = Vec::with_capacity(self.dirty_cases.len());
+        // Position of each case's row in `cases`, so anomaly rows reuse it.
+        let mut row_of: HashMap<u32, usize> = HashMap::with_capacity(self.dirty_cases.len());
         let dirty = std::mem::take(&mut self.dirty_cases);
         for i in dirty {
             self.slots[i as usize].dirty = false;
             if self.slots[i as usize].live {
+                row_of.insert(i, cases.len());
                 cases.push(self.case_row(CaseRef(i)));
             }
         }
@@ -599,7 +602,10 @@ impl Engine {
         let anomalies = std::mem::take(&mut self.anomaly_changes)
             .into_iter()
             .map(|change| AnomalyRow {
-                case: self.case_row(change.case),
+                case: match row_of.get(&change.case.0) {
+                    Some(&r) => cases[r].clone(),
+                    None => self.case_row(change.case),
+                },
                 change,
             })
             .collect();
@@ -616,7 +622,7 @@ impl Engine {
         let slot = &self.slots[case.0 as usize];
         let item_name = slot.state.acceptance.map_or(0, |a| a.item_name);
         CaseRow {
-            case_id: slot.id.as_str().to_owned(),
+            case_id: slot.id.clone(),
             facts,
             item_name,
             events: slot.events,
@@ -797,7 +803,7 @@ impl DailyTable {
 /// The current facts of one case, ready to be written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaseRow {
-    pub case_id: String,
+    pub case_id: super::event::Text,
     pub facts: Facts,
     pub item_name: Sym,
     /// Events applied to the case.

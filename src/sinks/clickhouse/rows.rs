@@ -115,7 +115,7 @@ impl CaseRecord {
         let f = &row.facts;
         let s = |sym| Text::new(syms.resolve(sym));
         Self {
-            case_id: Text::new(&row.case_id),
+            case_id: row.case_id.clone(),
             center_id: s(f.center),
             window_id: s(f.window),
             department: s(f.department),
@@ -308,7 +308,7 @@ pub fn anomaly_records(
     let revoked_at = a.change.revoked_at.map(datetime);
     (
         AnomalyRecord {
-            case_id: a.case.case_id.clone(),
+            case_id: a.case.case_id.to_string(),
             kind: a.change.kind.as_str().to_string(),
             level: a.change.level.as_str().to_string(),
             detected_at: datetime(a.change.detected_at),
@@ -325,7 +325,7 @@ pub fn anomaly_records(
         },
         AlertRecord {
             alert_id: id,
-            case_id: a.case.case_id.clone(),
+            case_id: a.case.case_id.to_string(),
             kind: a.change.kind.as_str().to_string(),
             level: a.change.level.as_str().to_string(),
             center_id: s(f.center),
