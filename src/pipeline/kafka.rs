@@ -410,9 +410,11 @@ pub fn run(
     let mut last_rescan = StdInstant::now();
     let mut holidays_seen = holidays_stamp(&cfg.calendar.holidays_dir);
     let mut pending_dead_letters = 0usize;
-    // The wall clock of the `future_timestamp` rule, read once per tick (its tolerance is
-    // minutes), not per message.
+    // The wall clock of the `future_timestamp` rule, read at most every 100 ms (its tolerance
+    // is minutes), not per message; always fresh after a long wait (a flush while ClickHouse
+    // is down), since it is refreshed right after each poll.
     let mut wall = chrono::Utc::now().timestamp();
+    let mut wall_read = StdInstant::now();
 
     loop {
         if let Some(f) = shared
@@ -428,6 +430,10 @@ pub fn run(
         }
         let polled = consumer.poll(Duration::from_millis(50));
         let now = StdInstant::now();
+        if now.duration_since(wall_read) >= Duration::from_millis(100) {
+            wall = chrono::Utc::now().timestamp();
+            wall_read = now;
+        }
         match polled {
             Some(Ok(msg)) => {
                 last_message = now;
@@ -491,7 +497,6 @@ pub fn run(
 
         if now.duration_since(last_tick) >= tick_every {
             last_tick = now;
-            wall = chrono::Utc::now().timestamp();
             if cfg.engine.clock == ClockMode::Wall {
                 let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
                 for p in s.processors.values_mut() {
