@@ -4,45 +4,16 @@
 //! Run: `cargo bench --bench engine`. Numbers are reported, never asserted.
 
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::Duration;
 
-use casewatch::config::EMBEDDED_HOLIDAYS;
-use casewatch::core::calendar::{HolidayTable, WorkCalendar, DAY};
-use casewatch::core::engine::{Calendars, Engine};
+use casewatch::core::calendar::DAY;
+use casewatch::core::engine::Engine;
 use casewatch::core::event::{parse_event, CaseEvent};
 use casewatch::core::rules::Rules;
-use casewatch::simulate::{generate, Profile, SimOptions};
 use criterion::{BatchSize, Criterion, Throughput};
 
-fn calendars() -> Calendars {
-    let mut t = HolidayTable::new();
-    for b in EMBEDDED_HOLIDAYS {
-        t.merge_json(b).unwrap();
-    }
-    Calendars::new(Arc::new(WorkCalendar::new(
-        chrono_tz::Asia::Shanghai,
-        &t,
-        &Default::default(),
-    )))
-}
-
-fn simulated_lines() -> Vec<String> {
-    let opts = SimOptions {
-        seed: 42,
-        start: chrono::NaiveDate::from_ymd_opt(2019, 1, 1).unwrap(),
-        months: 12,
-        scale: 1.0,
-        invalid_rate: 0.0,
-        duplicate_rate: 0.002,
-    };
-    generate(&Profile::county(), &opts)
-        .into_iter()
-        .map(|e| e.line)
-        .collect()
-}
-
-const NOW: i64 = 4_000_000_000;
+mod common;
+use common::{calendars, simulated_lines, NOW};
 
 /// An acceptance of a promised item, as a validated event.
 fn open_case(i: u64, t: i64) -> CaseEvent {

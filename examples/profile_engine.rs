@@ -3,42 +3,26 @@
 //!
 //! ```sh
 //! cargo build --release --example profile_engine
-//! valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*Engine::apply*' \
-//!   --toggle-collect='*Engine::take_changes*' target/release/examples/profile_engine 1
+//! valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*Engine::apply' \
+//!   --toggle-collect='*Engine::take_changes' target/release/examples/profile_engine 1
 //! ```
+//!
+//! (The patterns must not match a function that `apply` calls: a nested match toggles the
+//! collection off.)
 
-use casewatch::config::EMBEDDED_HOLIDAYS;
-use casewatch::core::calendar::{HolidayTable, WorkCalendar};
-use casewatch::core::engine::{Calendars, Engine};
+use casewatch::core::engine::Engine;
 use casewatch::core::event::{parse_event, CaseEvent};
 use casewatch::core::rules::Rules;
-use casewatch::simulate::{generate, Profile, SimOptions};
-use std::sync::Arc;
+
+#[path = "../benches/common/mod.rs"]
+mod common;
+
 fn main() {
-    let mut t = HolidayTable::new();
-    for b in EMBEDDED_HOLIDAYS {
-        t.merge_json(b).unwrap();
-    }
-    let cals = Calendars::new(Arc::new(WorkCalendar::new(
-        chrono_tz::Asia::Shanghai,
-        &t,
-        &Default::default(),
-    )));
-    let opts = SimOptions {
-        seed: 42,
-        start: chrono::NaiveDate::from_ymd_opt(2019, 1, 1).unwrap(),
-        months: 12,
-        scale: 1.0,
-        invalid_rate: 0.0,
-        duplicate_rate: 0.002,
-    };
-    let lines: Vec<String> = generate(&Profile::county(), &opts)
-        .into_iter()
-        .map(|e| e.line)
-        .collect();
+    let cals = common::calendars();
+    let lines = common::simulated_lines();
     let events: Vec<CaseEvent> = lines
         .iter()
-        .filter_map(|l| parse_event(l.as_bytes(), 4_000_000_000).ok())
+        .filter_map(|l| parse_event(l.as_bytes(), common::NOW).ok())
         .collect();
     let reps: usize = std::env::args()
         .nth(1)

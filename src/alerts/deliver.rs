@@ -656,24 +656,8 @@ mod tests {
 
     fn alert(revoked: u8) -> AlertRecord {
         AlertRecord {
-            alert_id: "00000000deadbeef".into(),
-            case_id: "C001-2024-0001".into(),
-            kind: "overdue".into(),
-            level: "yellow".into(),
-            center_id: "C001".into(),
-            window_id: "W01".into(),
-            department: String::new(),
-            item_code: "W01-001".into(),
-            item_name: "户籍迁入".into(),
-            accepted_at: Some(1_714_957_200),
-            promised_deadline: Some(1_715_734_800),
-            legal_deadline: None,
-            detected_at: 1_715_734_800,
             revoked,
-            revoked_at: None,
-            topic: "t".into(),
-            partition: 0,
-            version: 1,
+            ..crate::alerts::tests::alert("yellow", "overdue", "W01")
         }
     }
 

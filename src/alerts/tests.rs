@@ -9,7 +9,7 @@ use crate::config::{AlertsConfig, RouteConfig, WebhookFormat};
 use crate::core::calendar::{HolidayTable, WorkCalendar};
 use crate::sinks::clickhouse::rows::AlertRecord;
 
-fn alert(level: &str, kind: &str, window: &str) -> AlertRecord {
+pub(super) fn alert(level: &str, kind: &str, window: &str) -> AlertRecord {
     AlertRecord {
         alert_id: "00000000deadbeef".into(),
         case_id: "C001-2024-0001".into(),

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 use crate::core::aggregate::{Counters, DailyKey};
 use crate::core::calendar::Instant;
 use crate::core::engine::{AnomalyRow, CaseRow, Interner};
-use crate::core::event::CaseEvent;
+// Short string columns (ids, codes, names) are `Text`, inline up to 24 bytes like the event's
+// own strings, so building a row does not allocate per column.
+use crate::core::event::{CaseEvent, Text};
 use crate::core::rules::{AnomalyKind, Rules};
 
 /// An instant as a `DateTime` (clamped to its 1970–2106 range).
@@ -30,10 +32,6 @@ pub struct Origin {
     pub topic: String,
     pub partition: u32,
 }
-
-/// A short string column (ids, codes, names): inline up to 24 bytes, so building a row does
-/// not allocate per column.
-pub type Text = compact_str::CompactString;
 
 /// `events`.
 #[derive(Debug, Clone, Row, Serialize, Deserialize, PartialEq, Eq)]
