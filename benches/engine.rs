@@ -142,6 +142,8 @@ fn bench(c: &mut Criterion) {
 }
 
 fn main() {
+    // As the casewatch binary runs.
+    casewatch::allocator::configure();
     report_memory_per_open_case();
     let mut c = Criterion::default().configure_from_args();
     bench(&mut c);

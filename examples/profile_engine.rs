@@ -18,6 +18,8 @@ use casewatch::core::rules::Rules;
 mod common;
 
 fn main() {
+    // As the casewatch binary runs.
+    casewatch::allocator::configure();
     let cals = common::calendars();
     let lines = common::simulated_lines();
     let events: Vec<CaseEvent> = lines

@@ -11,11 +11,13 @@
 //! * [`replay`] — NDJSON files through the engine in event-clock mode, and the CSV outputs.
 //! * [`simulate`] — a reproducible, realistic event stream of a county centre.
 //! * [`cli`] — the `casewatch` command line; `main.rs` only calls it.
+//! * [`allocator`] — glibc malloc thresholds, set once at start.
 //!
 //! Data flows one way: sources (Kafka, NDJSON files) → [`core::event::parse_event`] →
 //! [`core::engine::Engine`] → sinks (ClickHouse, CSV, webhooks).
 
 pub mod alerts;
+pub mod allocator;
 pub mod bulletin;
 pub mod cli;
 pub mod config;
