@@ -283,6 +283,32 @@ impl CaseState {
 
     /// Folds one validated event into the state, in log order.
     /// `id` is the [`stable_hash`] of the event id.
+    /// Whether applying `event` (not a duplicate) would change nothing but the set of applied
+    /// event ids, so that the case's facts stay exactly as they are: a step after the case's
+    /// first handling, a fee that is not an overcharge or follows one, with no attribute the
+    /// case has not seen yet. Only these common events are recognised; `false` is always safe.
+    pub fn is_fact_neutral(&self, event: &CaseEvent, syms: EventSyms) -> bool {
+        let nothing_new_seen = (self.seen.center != 0 || syms.center == 0)
+            && (self.seen.window != 0 || syms.window == 0)
+            && (self.seen.department != 0 || syms.department == 0)
+            && (self.seen.item_code != 0 || syms.item_code == 0);
+        nothing_new_seen
+            && match &event.body {
+                EventBody::Step { .. } => self
+                    .first_handling_at
+                    .get()
+                    .is_some_and(|first| first <= event.occurred_at),
+                EventBody::FeeCharged {
+                    amount_cents,
+                    standard_cents,
+                } => {
+                    !standard_cents.is_some_and(|s| *amount_cents > s)
+                        || self.rare().overcharge_at.get().is_some()
+                }
+                _ => false,
+            }
+    }
+
     pub fn apply(&mut self, event: &CaseEvent, id: u64, syms: EventSyms) -> Applied {
         if self.event_ids.contains(&id) {
             return Applied::Duplicate;

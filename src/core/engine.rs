@@ -365,6 +365,10 @@ impl Engine {
         });
         let syms = self.event_syms(event, seen, accepted);
         let i = match existing {
+            Some(i) if self.slots[i as usize].state.is_fact_neutral(event, syms) => {
+                self.apply_fact_neutral(i, event, event_hash, syms);
+                return ApplyOutcome::Applied;
+            }
             Some(i) => i,
             None => self.insert_case(&event.case_id, CaseState::default(), 0),
         };
@@ -387,6 +391,25 @@ impl Engine {
         let new = self.facts_with(i, &new_cal, self.now);
         self.record(i, old.as_ref().zip(old_cal.as_deref()), &new, &new_cal);
         ApplyOutcome::Applied
+    }
+
+    /// Applies an event that leaves the case's facts as they are (a third of a usual stream:
+    /// later steps, ordinary fees). Aggregates, anomalies and the timer stay untouched; only
+    /// the row is written again, for its event count.
+    fn apply_fact_neutral(&mut self, i: u32, event: &CaseEvent, event_hash: u64, syms: EventSyms) {
+        #[cfg(debug_assertions)]
+        let before = self.facts_at(i, self.now);
+        let applied = self.slots[i as usize].state.apply(event, event_hash, syms);
+        debug_assert_eq!(applied, Applied::Applied);
+        self.slots[i as usize].events += 1;
+        self.stats.applied += 1;
+        self.mark_dirty(i);
+        #[cfg(debug_assertions)]
+        assert_eq!(
+            before,
+            self.facts_at(i, self.now),
+            "a fact-neutral event moved the facts"
+        );
     }
 
     /// Moves engine time forward to `t` (never back) and fires every rule whose instant it passes.
