@@ -235,7 +235,7 @@ pub fn write_csv_outputs(
     let mut anomalies: Vec<Vec<String>> = Vec::new();
     for row in &rows {
         for kind in crate::core::rules::AnomalyKind::ALL {
-            if let Some(at) = row.facts.anomalies[kind as usize] {
+            if let Some(at) = row.facts.anomalies.get(kind) {
                 anomalies.push(vec![
                     row.case_id.to_string(),
                     kind.as_str().to_string(),

@@ -120,7 +120,7 @@ fn lifecycle(facts: &Facts) -> [Entry; 11] {
         }
     }
     // The overdue anomaly's instant is the promised deadline it passed.
-    if let Some(d) = facts.anomalies[AnomalyKind::Overdue as usize] {
+    if let Some(d) = facts.anomalies.get(AnomalyKind::Overdue) {
         put(9, d, BECAME_OVERDUE, 1);
     }
     if let Some(r) = facts.rating {
@@ -136,7 +136,7 @@ fn lifecycle(facts: &Facts) -> [Entry; 11] {
 
 /// Whether two facts differ in anything [`lifecycle`] reads.
 fn lifecycle_inputs_differ(a: &Facts, b: &Facts) -> bool {
-    let overdue = AnomalyKind::Overdue as usize;
+    let overdue = AnomalyKind::Overdue;
     a.submitted_at != b.submitted_at
         || a.accepted_at != b.accepted_at
         || a.ended_at != b.ended_at
@@ -147,7 +147,7 @@ fn lifecycle_inputs_differ(a: &Facts, b: &Facts) -> bool {
         || a.on_time != b.on_time
         || a.early != b.early
         || a.on_site != b.on_site
-        || a.anomalies[overdue] != b.anomalies[overdue]
+        || a.anomalies.get(overdue) != b.anomalies.get(overdue)
         || a.rating != b.rating
 }
 
@@ -241,9 +241,8 @@ pub fn diff(
         return;
     }
     for kind in AnomalyKind::ALL {
-        let k = kind as usize;
-        let o = old.and_then(|p| p.facts.anomalies[k].map(|at| (p, at)));
-        let n = new.facts.anomalies[k];
+        let o = old.and_then(|p| p.facts.anomalies.get(kind).map(|at| (p, at)));
+        let n = new.facts.anomalies.get(kind);
         if same_row && o.map(|(_, at)| at) == n {
             continue;
         }

@@ -219,23 +219,46 @@ pub struct Facts {
     /// Promised time of a completed case with an acceptance of a promised item.
     pub promised_seconds: Option<i64>,
     pub rating: Option<Rating>,
-    /// detected_at of each anomaly kind that holds, index = `kind as usize`.
-    pub anomalies: [Option<Instant>; 9],
-    /// The next instant I > T such that the facts change once T passes I.
-    pub next_change: Option<Instant>,
+    /// detected_at of each anomaly kind that holds.
+    pub anomalies: Anomalies,
+    /// The next instant I > T such that the facts change once T passes I (none: never).
+    pub next_change: At,
+}
+
+/// The detected_at of each anomaly kind that holds, 8 bytes per kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Anomalies([At; 9]);
+
+impl Anomalies {
+    /// No anomaly holds.
+    pub const NONE: Anomalies = Anomalies([At::NONE; 9]);
+
+    /// When the anomaly of `kind` was detected, if it holds.
+    pub fn get(&self, kind: AnomalyKind) -> Option<Instant> {
+        self.0[kind as usize].get()
+    }
+
+    /// Whether the anomaly of `kind` holds.
+    pub fn holds(&self, kind: AnomalyKind) -> bool {
+        self.get(kind).is_some()
+    }
+
+    fn set(&mut self, kind: AnomalyKind, detected_at: Option<Instant>) {
+        self.0[kind as usize] = detected_at.map_or(At::NONE, At::some);
+    }
 }
 
 impl Facts {
     /// Whether the `overdue` anomaly holds.
     pub fn overdue(&self) -> bool {
-        self.anomalies[AnomalyKind::Overdue as usize].is_some()
+        self.anomalies.holds(AnomalyKind::Overdue)
     }
 
     /// The highest level among holding anomalies.
     pub fn alert_level(&self, rules: &Rules) -> Option<Level> {
         AnomalyKind::ALL
             .iter()
-            .filter(|k| self.anomalies[**k as usize].is_some())
+            .filter(|k| self.anomalies.holds(**k))
             .map(|k| rules.level(*k))
             .max()
     }
@@ -504,7 +527,7 @@ impl CaseState {
         memo: &DeadlineMemo,
     ) -> Facts {
         let mut next = NextChange(None);
-        let mut anomalies = [None; 9];
+        let mut anomalies = Anomalies::NONE;
         let end_at = self.end.map(|e| e.at);
         let completed = match self.end {
             Some(End {
@@ -553,8 +576,8 @@ impl CaseState {
             handling_seconds: None,
             promised_seconds: None,
             rating: self.rating,
-            anomalies: [None; 9],
-            next_change: None,
+            anomalies: Anomalies::NONE,
+            next_change: At::NONE,
         };
 
         let rare = self.rare();
@@ -610,7 +633,7 @@ impl CaseState {
                 ] {
                     if let Some(i) = instant {
                         if compared > i {
-                            anomalies[kind as usize] = Some(i);
+                            anomalies.set(kind, Some(i));
                         } else if end_at.is_none() {
                             next.offer(i);
                         }
@@ -637,15 +660,18 @@ impl CaseState {
             if !self.acceptance_in_loop {
                 let i = first.saturating_add(rules.grace_period_secs);
                 if now > i {
-                    anomalies[AnomalyKind::OutOfLoop as usize] = Some(i);
+                    anomalies.set(AnomalyKind::OutOfLoop, Some(i));
                 } else {
                     next.offer(i);
                 }
             }
         }
-        anomalies[AnomalyKind::DoubleAcceptance as usize] = rare.second_acceptance_at.get();
-        anomalies[AnomalyKind::Backfilled as usize] = rare.backfilled_at.get();
-        anomalies[AnomalyKind::Overcharge as usize] = rare.overcharge_at.get();
+        anomalies.set(
+            AnomalyKind::DoubleAcceptance,
+            rare.second_acceptance_at.get(),
+        );
+        anomalies.set(AnomalyKind::Backfilled, rare.backfilled_at.get());
+        anomalies.set(AnomalyKind::Overcharge, rare.overcharge_at.get());
 
         // late_acceptance: intake not ended within 5 working days of submission.
         if let Some(s) = self.submitted_at.get() {
@@ -662,13 +688,9 @@ impl CaseState {
                 cal.add_working(s, thresholds::LATE_ACCEPTANCE, DayUnit::Working)
             };
             match self.intake_end.get() {
-                Some(e) if e > limit => {
-                    anomalies[AnomalyKind::LateAcceptance as usize] = Some(limit)
-                }
+                Some(e) if e > limit => anomalies.set(AnomalyKind::LateAcceptance, Some(limit)),
                 Some(_) => {}
-                None if now > limit => {
-                    anomalies[AnomalyKind::LateAcceptance as usize] = Some(limit)
-                }
+                None if now > limit => anomalies.set(AnomalyKind::LateAcceptance, Some(limit)),
                 None => next.offer(limit),
             }
         }
@@ -693,10 +715,10 @@ impl CaseState {
                 None => next.offer(limit),
             }
         }
-        anomalies[AnomalyKind::SpecialProcedureOverrun as usize] = overrun;
+        anomalies.set(AnomalyKind::SpecialProcedureOverrun, overrun);
 
         facts.anomalies = anomalies;
-        facts.next_change = next.0;
+        facts.next_change = next.0.map_or(At::NONE, At::some);
         facts
     }
 }

@@ -15,7 +15,7 @@ use hashbrown::{DefaultHashBuilder, HashMap, HashSet, HashTable};
 use super::aggregate::{self, Counters, DailyKey, Placed};
 use super::calendar::{Instant, WorkCalendar};
 use super::case::{
-    stable_hash, Applied, At, CaseState, DeadlineMemo, EventSyms, Facts, SeenAttrs, Sym,
+    stable_hash, Anomalies, Applied, At, CaseState, DeadlineMemo, EventSyms, Facts, SeenAttrs, Sym,
 };
 use super::event::{CaseEvent, EventBody};
 use super::rules::{AnomalyKind, Level, Rules};
@@ -471,7 +471,7 @@ impl Engine {
             return None;
         }
         let facts = self.facts_at(i, self.now);
-        Some(facts.anomalies[kind as usize].is_some())
+        Some(facts.anomalies.get(kind).is_some())
     }
 
     fn mark_dirty(&mut self, i: u32) {
@@ -518,9 +518,9 @@ impl Engine {
                 run_start = run_end;
             }
         }
-        let old_anomalies = old.map_or([None; 9], |(f, _)| f.anomalies);
+        let old_anomalies = old.map_or(Anomalies::NONE, |(f, _)| f.anomalies);
         for kind in AnomalyKind::ALL {
-            let (o, n) = (old_anomalies[kind as usize], new.anomalies[kind as usize]);
+            let (o, n) = (old_anomalies.get(kind), new.anomalies.get(kind));
             if o == n {
                 continue;
             }
@@ -546,6 +546,7 @@ impl Engine {
         }
         let due = new
             .next_change
+            .get()
             .map_or(At::NONE, |n| At::some(n.saturating_add(1)));
         let slot = &mut self.slots[i as usize];
         if slot.timer_due != due {
@@ -670,7 +671,7 @@ impl Engine {
         let mut out = Vec::new();
         for row in self.all_case_rows() {
             for kind in AnomalyKind::ALL {
-                if let Some(at) = row.facts.anomalies[kind as usize] {
+                if let Some(at) = row.facts.anomalies.get(kind) {
                     out.push((row.clone(), kind, self.rules.level(kind), at));
                 }
             }
@@ -753,7 +754,7 @@ impl Engine {
         let i = self.insert_case(&c.case_id, state, c.events);
         // Schedule its timer as of now.
         let facts = self.facts_at(i, self.now);
-        if let Some(n) = facts.next_change {
+        if let Some(n) = facts.next_change.get() {
             let due = n.saturating_add(1);
             self.slots[i as usize].timer_due = At::some(due);
             self.timers.push(Reverse((due, i)));

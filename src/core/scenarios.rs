@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::aggregate::{counter, Counters};
 use super::calendar::{HolidayTable, Instant, WorkCalendar, DAY};
-use super::case::{CaseState, EventSyms, Facts};
+use super::case::{Anomalies, CaseState, EventSyms, Facts};
 use super::engine::{ApplyOutcome, Calendars, Engine};
 use super::event::{parse_event, parse_timestamp};
 use super::rules::{AnomalyKind, Rules};
@@ -95,7 +95,7 @@ impl Scenario {
     }
 
     fn anomaly(&mut self, case: &str, kind: AnomalyKind) -> Option<Instant> {
-        self.facts(case).anomalies[kind as usize]
+        self.facts(case).anomalies.get(kind)
     }
 }
 
@@ -235,7 +235,7 @@ fn department_completion_before_hall_acceptance_within_grace_raises_nothing() {
     s.accept("x", c - 7200, 5);
     s.engine.advance_to(c + 10 * DAY);
     let f = s.facts("x");
-    assert_eq!(f.anomalies, [None; 9]);
+    assert_eq!(f.anomalies, Anomalies::NONE);
     assert_eq!(f.status, super::case::Status::Completed);
     assert_eq!(f.accepted_at, Some(c - 7200));
 }
@@ -269,7 +269,7 @@ fn double_acceptance_at_the_second_acceptance() {
     );
     let f = s.facts("c");
     assert_eq!(
-        f.anomalies[AnomalyKind::DoubleAcceptance as usize],
+        f.anomalies.get(AnomalyKind::DoubleAcceptance),
         Some(at(MON) + 500)
     );
     assert_eq!(
@@ -569,7 +569,7 @@ fn a_pause_stops_the_clock_and_hides_the_deadline_until_resumed() {
     let d = at("2018-10-26T10:00:00+08:00");
     let f = s.facts("c");
     assert_eq!(f.promised_deadline, Some(d));
-    assert_eq!(f.anomalies[AnomalyKind::Overdue as usize], Some(d));
+    assert_eq!(f.anomalies.get(AnomalyKind::Overdue), Some(d));
 }
 
 #[test]
@@ -586,7 +586,7 @@ fn a_deadline_passed_before_the_pause_stays() {
     );
     let f = s.facts("c");
     assert_eq!(f.promised_deadline, Some(d));
-    assert_eq!(f.anomalies[AnomalyKind::Overdue as usize], Some(d));
+    assert_eq!(f.anomalies.get(AnomalyKind::Overdue), Some(d));
 }
 
 #[test]
@@ -839,7 +839,7 @@ fn assert_aggregates_match_cases(engine: &mut Engine) {
             add(r.at, c, 1);
         }
         for k in AnomalyKind::ALL {
-            if let Some(t) = f.anomalies[k as usize] {
+            if let Some(t) = f.anomalies.get(k) {
                 add(t, counter::ANOMALIES, 1);
                 add(t, counter::ALERTS_WARNING + rules.level(k) as u8, 1);
             }

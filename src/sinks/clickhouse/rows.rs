@@ -454,7 +454,7 @@ impl Batch {
         // rewrites the rows of its holding anomalies, so `anomalies` never shows a stale window.
         for row in &changes.cases {
             for kind in AnomalyKind::ALL {
-                let Some(detected_at) = row.facts.anomalies[kind as usize] else {
+                let Some(detected_at) = row.facts.anomalies.get(kind) else {
                     continue;
                 };
                 if last.contains_key(&(row.case_id.as_str(), kind)) {
