@@ -174,11 +174,11 @@ pub fn case_fields(row: &CaseRow, syms: &Interner, rules: &Rules) -> Vec<String>
             .unwrap_or_default()
             .to_string(),
         f.status.as_str().to_string(),
-        opt_time(f.submitted_at),
-        opt_time(f.accepted_at),
-        opt_time(f.promised_deadline),
-        opt_time(f.legal_deadline),
-        opt_time(f.completed_at),
+        opt_time(f.submitted_at.get()),
+        opt_time(f.accepted_at.get()),
+        opt_time(f.promised_deadline.get()),
+        opt_time(f.legal_deadline.get()),
+        opt_time(f.completed_at.get()),
         f.outcome
             .map(|o| o.as_str())
             .unwrap_or_default()

@@ -89,13 +89,13 @@ fn lifecycle(facts: &Facts) -> [Entry; 11] {
     let mut put = |slot: usize, at: Instant, counter: u8, value: i64| {
         slots[slot] = Entry { at, counter, value };
     };
-    if let Some(s) = facts.submitted_at {
+    if let Some(s) = facts.submitted_at.get() {
         put(0, s, RECEIVED, 1);
     }
-    if let Some(a) = facts.accepted_at {
+    if let Some(a) = facts.accepted_at.get() {
         put(1, a, ACCEPTED, 1);
     }
-    if let Some(end) = facts.ended_at {
+    if let Some(end) = facts.ended_at.get() {
         let c = match facts.status {
             Status::Completed => COMPLETED,
             Status::NotAccepted => NOT_ACCEPTED,
@@ -103,7 +103,7 @@ fn lifecycle(facts: &Facts) -> [Entry; 11] {
         };
         put(2, end, c, 1);
     }
-    if let Some(c) = facts.completed_at {
+    if let Some(c) = facts.completed_at.get() {
         if let (Some(h), Some(p)) = (facts.handling_seconds, facts.promised_seconds) {
             put(3, c, COMPLETED_PROMISED, 1);
             put(7, c, HANDLING_SECONDS, h);

@@ -16,6 +16,12 @@ pub type Sym = u32;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct At(i64);
 
+impl From<Option<Instant>> for At {
+    fn from(t: Option<Instant>) -> Self {
+        t.map_or(At::NONE, At::some)
+    }
+}
+
 impl At {
     /// No instant.
     pub const NONE: At = At(i64::MIN);
@@ -28,6 +34,11 @@ impl At {
     /// As an `Option`.
     pub fn get(self) -> Option<Instant> {
         (self.0 != i64::MIN).then_some(self.0)
+    }
+
+    /// Whether there is an instant.
+    pub fn is_some(self) -> bool {
+        self.0 != i64::MIN
     }
 
     /// Keeps the earlier of the two.
@@ -203,15 +214,15 @@ pub struct Facts {
     pub department: Sym,
     pub item_code: Sym,
     pub item_kind: Option<ItemKind>,
-    pub submitted_at: Option<Instant>,
-    pub accepted_at: Option<Instant>,
-    pub promised_deadline: Option<Instant>,
-    pub legal_deadline: Option<Instant>,
+    pub submitted_at: At,
+    pub accepted_at: At,
+    pub promised_deadline: At,
+    pub legal_deadline: At,
     /// Completion instant (completed cases only).
-    pub completed_at: Option<Instant>,
+    pub completed_at: At,
     pub outcome: Option<Outcome>,
     /// End instant of any terminal event.
-    pub ended_at: Option<Instant>,
+    pub ended_at: At,
     pub on_time: bool,
     pub early: bool,
     pub on_site: bool,
@@ -244,7 +255,7 @@ impl Anomalies {
     }
 
     fn set(&mut self, kind: AnomalyKind, detected_at: Option<Instant>) {
-        self.0[kind as usize] = detected_at.map_or(At::NONE, At::some);
+        self.0[kind as usize] = detected_at.into();
     }
 }
 
@@ -563,13 +574,13 @@ impl CaseState {
             department,
             item_code,
             item_kind: self.acceptance.map(|a| a.kind),
-            submitted_at: self.submitted_at.get(),
-            accepted_at: self.acceptance.map(|a| a.at),
-            promised_deadline: None,
-            legal_deadline: None,
-            completed_at: completed.map(|c| c.2),
+            submitted_at: self.submitted_at,
+            accepted_at: self.acceptance.map(|a| a.at).into(),
+            promised_deadline: At::NONE,
+            legal_deadline: At::NONE,
+            completed_at: completed.map(|c| c.2).into(),
             outcome: completed.map(|c| c.0),
-            ended_at: end_at,
+            ended_at: end_at.into(),
             on_time: false,
             early: false,
             on_site: false,
@@ -623,8 +634,8 @@ impl CaseState {
                 } else {
                     instants()
                 };
-                facts.promised_deadline = deadline;
-                facts.legal_deadline = legal_deadline;
+                facts.promised_deadline = deadline.into();
+                facts.legal_deadline = legal_deadline.into();
                 let compared = end_at.unwrap_or(now);
                 for (kind, instant) in [
                     (AnomalyKind::DeadlineWarning, warning_instant),
@@ -718,7 +729,7 @@ impl CaseState {
         anomalies.set(AnomalyKind::SpecialProcedureOverrun, overrun);
 
         facts.anomalies = anomalies;
-        facts.next_change = next.0.map_or(At::NONE, At::some);
+        facts.next_change = next.0.into();
         facts
     }
 }

@@ -106,7 +106,7 @@ fn spec_worked_example_deadline() {
     let mut s = Scenario::new();
     s.accept("c", at(MON), 7);
     assert_eq!(
-        s.facts("c").promised_deadline,
+        s.facts("c").promised_deadline.get(),
         Some(at("2018-10-24T10:00:00+08:00"))
     );
 }
@@ -171,9 +171,9 @@ fn legal_overdue_uses_legal_days_or_promised_plus_five() {
     s.accept("b", at(MON), 7);
     let legal_a = at("2018-10-29T10:00:00+08:00"); // 10 working days
     let legal_b = at("2018-10-31T10:00:00+08:00"); // 12 working days
-    assert_eq!(s.facts("a").legal_deadline, Some(legal_a));
+    assert_eq!(s.facts("a").legal_deadline.get(), Some(legal_a));
     assert_eq!(
-        s.facts("b").legal_deadline,
+        s.facts("b").legal_deadline.get(),
         None,
         "no legal_days: the fallback is not a legal deadline"
     );
@@ -237,7 +237,7 @@ fn department_completion_before_hall_acceptance_within_grace_raises_nothing() {
     let f = s.facts("x");
     assert_eq!(f.anomalies, Anomalies::NONE);
     assert_eq!(f.status, super::case::Status::Completed);
-    assert_eq!(f.accepted_at, Some(c - 7200));
+    assert_eq!(f.accepted_at.get(), Some(c - 7200));
 }
 
 #[test]
@@ -273,7 +273,7 @@ fn double_acceptance_at_the_second_acceptance() {
         Some(at(MON) + 500)
     );
     assert_eq!(
-        f.promised_deadline,
+        f.promised_deadline.get(),
         Some(at("2018-10-24T10:00:00+08:00")),
         "the first acceptance stays authoritative"
     );
@@ -538,7 +538,7 @@ fn a_pause_stops_the_clock_and_hides_the_deadline_until_resumed() {
         "department",
         json!({"reason": "supplement"}),
     );
-    assert_eq!(s.facts("c").promised_deadline, None);
+    assert_eq!(s.facts("c").promised_deadline.get(), None);
     assert_eq!(s.facts("c").status, super::case::Status::Paused);
     // Far past the original deadline: not overdue while the clock is stopped.
     s.engine.advance_to(at("2018-11-30T00:00:00+08:00"));
@@ -568,7 +568,7 @@ fn a_pause_stops_the_clock_and_hides_the_deadline_until_resumed() {
     // 2 working days paused: deadline moves from Wed 24 to Fri 26 10:00 — already passed.
     let d = at("2018-10-26T10:00:00+08:00");
     let f = s.facts("c");
-    assert_eq!(f.promised_deadline, Some(d));
+    assert_eq!(f.promised_deadline.get(), Some(d));
     assert_eq!(f.anomalies.get(AnomalyKind::Overdue), Some(d));
 }
 
@@ -585,7 +585,7 @@ fn a_deadline_passed_before_the_pause_stays() {
         json!({"reason": "supplement"}),
     );
     let f = s.facts("c");
-    assert_eq!(f.promised_deadline, Some(d));
+    assert_eq!(f.promised_deadline.get(), Some(d));
     assert_eq!(f.anomalies.get(AnomalyKind::Overdue), Some(d));
 }
 
@@ -607,8 +607,14 @@ fn extensions_add_to_promised_and_legal_time() {
         json!({"extra_days": 2}),
     );
     let f = s.facts("c");
-    assert_eq!(f.promised_deadline, Some(at("2018-10-26T10:00:00+08:00")));
-    assert_eq!(f.legal_deadline, Some(at("2018-10-26T10:00:00+08:00")));
+    assert_eq!(
+        f.promised_deadline.get(),
+        Some(at("2018-10-26T10:00:00+08:00"))
+    );
+    assert_eq!(
+        f.legal_deadline.get(),
+        Some(at("2018-10-26T10:00:00+08:00"))
+    );
 }
 
 #[test]
@@ -675,7 +681,7 @@ fn later_terminal_events_are_ignored_for_the_end() {
     assert_eq!(s.engine.open_case_count(), 0, "ended once, counted once");
     let f = s.facts("c");
     assert_eq!(f.status, super::case::Status::Withdrawn);
-    assert_eq!(f.completed_at, None);
+    assert_eq!(f.completed_at.get(), None);
     assert_eq!(f.handling_seconds, None);
 }
 
@@ -683,7 +689,7 @@ fn later_terminal_events_are_ignored_for_the_end() {
 fn calendar_reload_recomputes_open_deadlines_and_aggregates() {
     let mut s = Scenario::new();
     s.accept("c", at(MON), 7);
-    let before = s.facts("c").promised_deadline;
+    let before = s.facts("c").promised_deadline.get();
     let mut t = HolidayTable::new();
     for b in crate::config::EMBEDDED_HOLIDAYS {
         t.merge_json(b).unwrap();
@@ -695,7 +701,7 @@ fn calendar_reload_recomputes_open_deadlines_and_aggregates() {
         &Default::default(),
     ));
     s.engine.reload_calendars(Calendars::new(cal));
-    let after = s.facts("c").promised_deadline;
+    let after = s.facts("c").promised_deadline.get();
     assert_eq!(before, Some(at("2018-10-24T10:00:00+08:00")));
     assert_eq!(after, Some(at("2018-10-25T10:00:00+08:00")));
     assert_aggregates_match_cases(&mut s.engine);
@@ -810,13 +816,13 @@ fn assert_aggregates_match_cases(engine: &mut Engine) {
                 .entry((cal.local_day(t), f.center, f.window, f.item_code))
                 .or_insert([0; 22])[c as usize] += v;
         };
-        if let Some(t) = f.submitted_at {
+        if let Some(t) = f.submitted_at.get() {
             add(t, counter::RECEIVED, 1);
         }
-        if let Some(t) = f.accepted_at {
+        if let Some(t) = f.accepted_at.get() {
             add(t, counter::ACCEPTED, 1);
         }
-        if let Some(t) = f.completed_at {
+        if let Some(t) = f.completed_at.get() {
             add(t, counter::COMPLETED, 1);
             add(t, counter::COMPLETED_ON_TIME, i64::from(f.on_time));
             add(t, counter::COMPLETED_EARLY, i64::from(f.early));
@@ -828,7 +834,11 @@ fn assert_aggregates_match_cases(engine: &mut Engine) {
             }
         }
         if f.overdue() {
-            add(f.promised_deadline.unwrap(), counter::BECAME_OVERDUE, 1);
+            add(
+                f.promised_deadline.get().unwrap(),
+                counter::BECAME_OVERDUE,
+                1,
+            );
         }
         if let Some(r) = f.rating {
             let c = if r.is_default {
@@ -845,8 +855,10 @@ fn assert_aggregates_match_cases(engine: &mut Engine) {
             }
         }
         match f.status {
-            super::case::Status::NotAccepted => add(f.ended_at.unwrap(), counter::NOT_ACCEPTED, 1),
-            super::case::Status::Withdrawn => add(f.ended_at.unwrap(), counter::WITHDRAWN, 1),
+            super::case::Status::NotAccepted => {
+                add(f.ended_at.get().unwrap(), counter::NOT_ACCEPTED, 1)
+            }
+            super::case::Status::Withdrawn => add(f.ended_at.get().unwrap(), counter::WITHDRAWN, 1),
             _ => {}
         }
     }
