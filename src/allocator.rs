@@ -7,12 +7,13 @@
 //! rows of every flush, the engine's tables of a replay), so the kernel kept mapping fresh
 //! pages and every first write to each 4 KiB page faulted and zeroed it. On the engine
 //! benchmark that was about 10,000 page faults per simulated county year and a sixth of the
-//! time (see ARCHITECTURE.md, "Allocator").
+//! time (ARCHITECTURE.md, "Session 5: page faults, fact-neutral events, compact facts").
 //!
 //! [`configure`] fixes both thresholds: blocks below 8 MiB come from the heap, and up to
 //! 128 MiB of free heap top is kept. Larger blocks (the engine's case table of a big partition)
 //! are still mapped, so that growing them moves pages rather than copying, and the memory
-//! held for open cases stays within its budget (ARCHITECTURE.md, "Memory per open case").
+//! held for open cases stays within its budget (295 bytes per open case against 300; higher
+//! thresholds keep more of the engine's growth buffers in the heap).
 //! Other platforms and allocators are left as they are.
 
 /// Blocks at least this large are mapped directly.

@@ -315,8 +315,6 @@ impl CaseState {
         self.rare = (!rare.is_empty()).then(|| Box::new(rare));
     }
 
-    /// Folds one validated event into the state, in log order.
-    /// `id` is the [`stable_hash`] of the event id.
     /// Whether applying `event` (not a duplicate) would change nothing but the set of applied
     /// event ids, so that the case's facts stay exactly as they are: a step after the case's
     /// first handling, a fee that is not an overcharge or follows one, with no attribute the
@@ -343,6 +341,8 @@ impl CaseState {
             }
     }
 
+    /// Folds one validated event into the state, in log order.
+    /// `id` is the [`stable_hash`] of the event id.
     pub fn apply(&mut self, event: &CaseEvent, id: u64, syms: EventSyms) -> Applied {
         if self.event_ids.contains(&id) {
             return Applied::Duplicate;

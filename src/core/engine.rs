@@ -4,7 +4,8 @@
 //! Pure and synchronous: the caller feeds validated events (`apply`) and engine time
 //! (`advance_to`), then drains the resulting changes (`take_changes`). A case's facts are
 //! recomputed from its state before and after each change, and only the difference touches the
-//! aggregates, so `window_daily` always equals the sum of the per-case facts.
+//! aggregates, so `window_daily` always equals the sum of the per-case facts. Events that
+//! cannot move the facts (a later step, an ordinary fee) skip that work.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -471,7 +472,7 @@ impl Engine {
             return None;
         }
         let facts = self.facts_at(i, self.now);
-        Some(facts.anomalies.get(kind).is_some())
+        Some(facts.anomalies.holds(kind))
     }
 
     fn mark_dirty(&mut self, i: u32) {
