@@ -11,7 +11,7 @@ use super::aggregate::{counter, Counters};
 use super::calendar::{HolidayTable, Instant, WorkCalendar, DAY};
 use super::case::{Anomalies, CaseState, EventSyms, Facts};
 use super::engine::{ApplyOutcome, Calendars, Engine};
-use super::event::{parse_event, parse_timestamp};
+use super::event::{parse_event, parse_timestamp, CaseEvent};
 use super::rules::{AnomalyKind, Rules};
 
 fn calendars() -> Calendars {
@@ -41,6 +41,25 @@ fn ts(t: Instant) -> String {
         .to_string()
 }
 
+/// A validated event of centre C1, window W1, with `extra` fields added.
+fn scenario_event(
+    seq: u32,
+    case: &str,
+    ty: &str,
+    t: Instant,
+    source: &str,
+    extra: Value,
+) -> CaseEvent {
+    let mut v = json!({
+        "version": 1, "event_id": format!("e{seq}"), "case_id": case, "type": ty,
+        "occurred_at": ts(t), "source": source, "center_id": "C1", "window_id": "W1",
+    });
+    if let (Value::Object(v), Value::Object(extra)) = (&mut v, extra) {
+        v.extend(extra);
+    }
+    parse_event(v.to_string().as_bytes(), i64::MAX / 2).expect("valid scenario event")
+}
+
 /// A small DSL over one engine.
 struct Scenario {
     engine: Engine,
@@ -64,14 +83,7 @@ impl Scenario {
         extra: Value,
     ) -> ApplyOutcome {
         self.seq += 1;
-        let mut v = json!({
-            "version": 1, "event_id": format!("e{}", self.seq), "case_id": case, "type": ty,
-            "occurred_at": ts(t), "source": source, "center_id": "C1", "window_id": "W1",
-        });
-        if let (Value::Object(v), Value::Object(extra)) = (&mut v, extra) {
-            v.extend(extra);
-        }
-        let e = parse_event(v.to_string().as_bytes(), i64::MAX / 2).expect("valid scenario event");
+        let e = scenario_event(self.seq, case, ty, t, source, extra);
         self.engine.apply(&e)
     }
 
@@ -358,16 +370,8 @@ fn late_acceptance_on_its_boundary_and_revoked_by_an_earlier_acceptance() {
 fn only_later_steps_and_ordinary_fees_are_fact_neutral() {
     // The engine skips facts and aggregates for these events (and, in debug builds, asserts
     // the facts did not move); anything else must not be classified neutral.
-    let event = |n: u32, ty: &str, t: Instant, extra: Value| {
-        let mut v = json!({
-            "version": 1, "event_id": format!("e{n}"), "case_id": "c", "type": ty,
-            "occurred_at": ts(t), "source": "hall", "center_id": "C1", "window_id": "W1",
-        });
-        if let (Value::Object(v), Value::Object(extra)) = (&mut v, extra) {
-            v.extend(extra);
-        }
-        parse_event(v.to_string().as_bytes(), i64::MAX / 2).expect("valid event")
-    };
+    let event =
+        |n: u32, ty: &str, t: Instant, extra: Value| scenario_event(n, "c", ty, t, "hall", extra);
     let seen = EventSyms {
         center: 1,
         window: 2,
@@ -378,7 +382,7 @@ fn only_later_steps_and_ordinary_fees_are_fact_neutral() {
     let t0 = at(MON);
     let mut state = CaseState::default();
     let mut n: u64 = 0;
-    let mut apply = |state: &mut CaseState, e: &super::event::CaseEvent, syms: EventSyms| {
+    let mut apply = |state: &mut CaseState, e: &CaseEvent, syms: EventSyms| {
         n += 1;
         state.apply(e, n, syms);
     };
