@@ -215,6 +215,14 @@ impl CaseBuilder<'_> {
     }
 }
 
+/// The lines of the county profile's stream, in arrival order.
+pub fn county_lines(opts: &SimOptions) -> Vec<String> {
+    generate(&Profile::county(), opts)
+        .into_iter()
+        .map(|e| e.line)
+        .collect()
+}
+
 /// Generates the stream, in arrival order.
 pub fn generate(profile: &Profile, opts: &SimOptions) -> Vec<SimEvent> {
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
@@ -608,10 +616,11 @@ mod tests {
 
     #[test]
     fn the_same_seed_gives_the_same_stream() {
-        let p = Profile::county();
-        let a: Vec<String> = generate(&p, &opts(7)).into_iter().map(|e| e.line).collect();
-        let b: Vec<String> = generate(&p, &opts(7)).into_iter().map(|e| e.line).collect();
-        let c: Vec<String> = generate(&p, &opts(8)).into_iter().map(|e| e.line).collect();
+        let (a, b, c) = (
+            county_lines(&opts(7)),
+            county_lines(&opts(7)),
+            county_lines(&opts(8)),
+        );
         assert_eq!(a, b);
         assert_ne!(a, c);
     }

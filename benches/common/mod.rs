@@ -6,7 +6,7 @@ use std::sync::Arc;
 use casewatch::config::EMBEDDED_HOLIDAYS;
 use casewatch::core::calendar::{HolidayTable, WorkCalendar};
 use casewatch::core::engine::Calendars;
-use casewatch::simulate::{generate, Profile, SimOptions};
+use casewatch::simulate::{county_lines, SimOptions};
 
 /// Wall clock for `parse_event`: far enough ahead that no simulated event is in the future.
 pub const NOW: i64 = 4_000_000_000;
@@ -34,8 +34,5 @@ pub fn simulated_lines() -> Vec<String> {
         invalid_rate: 0.0,
         duplicate_rate: 0.002,
     };
-    generate(&Profile::county(), &opts)
-        .into_iter()
-        .map(|e| e.line)
-        .collect()
+    county_lines(&opts)
 }

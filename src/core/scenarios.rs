@@ -714,7 +714,7 @@ fn calendar_reload_recomputes_open_deadlines_and_aggregates() {
 // ---- properties over simulated streams ----
 
 fn simulated_lines(seed: u64, months: u32) -> Vec<String> {
-    use crate::simulate::{generate, Profile, SimOptions};
+    use crate::simulate::{county_lines, SimOptions};
     let opts = SimOptions {
         seed,
         start: chrono::NaiveDate::from_ymd_opt(2019, 11, 1).unwrap(),
@@ -723,10 +723,7 @@ fn simulated_lines(seed: u64, months: u32) -> Vec<String> {
         invalid_rate: 0.0,
         duplicate_rate: 0.0,
     };
-    generate(&Profile::county(), &opts)
-        .into_iter()
-        .map(|e| e.line)
-        .collect()
+    county_lines(&opts)
 }
 
 /// Everything an engine would write, with strings resolved (independent of interning order).

@@ -14,7 +14,7 @@ pub const AS_OF: &str = "2020-03-01T00:00:00+08:00";
 
 /// Simulated events (with duplicates and invalid lines) as NDJSON lines.
 pub fn simulated_lines(seed: u64, months: u32, scale: f64) -> Vec<String> {
-    use casewatch::simulate::{generate, Profile, SimOptions};
+    use casewatch::simulate::{county_lines, SimOptions};
     let opts = SimOptions {
         seed,
         start: chrono::NaiveDate::from_ymd_opt(2019, 12, 1).unwrap(),
@@ -23,10 +23,7 @@ pub fn simulated_lines(seed: u64, months: u32, scale: f64) -> Vec<String> {
         invalid_rate: 0.01,
         duplicate_rate: 0.01,
     };
-    generate(&Profile::county(), &opts)
-        .into_iter()
-        .map(|e| e.line)
-        .collect()
+    county_lines(&opts)
 }
 
 /// The `casewatch` binary pointed at a test database.
