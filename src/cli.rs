@@ -172,6 +172,23 @@ pub enum CalendarCommand {
         #[arg(long, default_value = "")]
         center: String,
     },
+    /// Read the State Council's holiday notice (plain text, as pasted from the government
+    /// website), print the year's days and write that year's holiday-cn file into
+    /// calendar.holidays_dir (atomically). A text it cannot read completely: exit 2, the
+    /// offending line quoted, nothing written.
+    Import {
+        /// The notice as a UTF-8 text file.
+        file: PathBuf,
+        /// Read, check and print; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The notice's address, recorded in the file's `papers` (repeatable).
+        #[arg(long = "paper")]
+        papers: Vec<String>,
+    },
+    /// The years with holiday data per centre, and the open cases (in ClickHouse) whose
+    /// deadlines reach beyond them.
+    Coverage,
     /// Each day of a date range and whether it is a working day.
     Days {
         /// First date (YYYY-MM-DD).
@@ -643,14 +660,28 @@ fn format_local(cal: &crate::core::calendar::WorkCalendar, t: i64) -> String {
 
 fn calendar_command(cfg: &Config, cmd: &CalendarCommand) -> anyhow::Result<i32> {
     use crate::core::calendar::DAY;
-    let calendars = cfg.calendars()?;
+    let calendars = || cfg.calendars();
     match cmd {
+        CalendarCommand::Import {
+            file,
+            dry_run,
+            papers,
+        } => return calendar_import(cfg, file, *dry_run, papers),
+        CalendarCommand::Coverage => {
+            print!("{}", crate::holidays::coverage_table(cfg)?);
+            let client = crate::sinks::clickhouse::client(&cfg.clickhouse);
+            let rows = runtime()?
+                .block_on(crate::holidays::provisional_open_cases(&client))
+                .context("reading the open cases from ClickHouse (casewatch migrate first?)")?;
+            print!("{}", crate::holidays::provisional_table(cfg, &rows)?);
+        }
         CalendarCommand::Deadline {
             from,
             days,
             unit,
             center,
         } => {
+            let calendars = calendars()?;
             let cal = calendars.get(center);
             let start = parse_instant(from)?;
             let deadline = cal.add_working(start, days * DAY, parse_unit(unit)?);
@@ -662,12 +693,14 @@ fn calendar_command(cfg: &Config, cmd: &CalendarCommand) -> anyhow::Result<i32> 
             unit,
             center,
         } => {
+            let calendars = calendars()?;
             let cal = calendars.get(center);
             let secs =
                 cal.working_seconds(parse_instant(from)?, parse_instant(to)?, parse_unit(unit)?);
             println!("{secs} s = {:.6} days", secs as f64 / DAY as f64);
         }
         CalendarCommand::Days { from, to, center } => {
+            let calendars = calendars()?;
             let cal = calendars.get(center);
             let mut d = *from;
             while d <= *to {
@@ -684,6 +717,46 @@ fn calendar_command(cfg: &Config, cmd: &CalendarCommand) -> anyhow::Result<i32> 
             }
         }
     }
+    Ok(0)
+}
+
+/// `casewatch calendar import`: exit 2 for a notice it cannot read (the error quotes the line).
+fn calendar_import(
+    cfg: &Config,
+    file: &std::path::Path,
+    dry_run: bool,
+    papers: &[String],
+) -> anyhow::Result<i32> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read {} as UTF-8 text", file.display()))?;
+    let notice = match crate::core::notice::parse_notice(&text) {
+        Ok(notice) => notice,
+        Err(e) => {
+            eprintln!(
+                "error: {}: not imported, nothing written\n{e}",
+                file.display()
+            );
+            return Ok(2);
+        }
+    };
+    print!("{}", crate::holidays::days_table(&notice));
+    if dry_run {
+        println!("dry run: nothing written");
+        return Ok(0);
+    }
+    let dir = &cfg.calendar.holidays_dir;
+    anyhow::ensure!(
+        !dir.is_empty(),
+        "calendar.holidays_dir is not set (the binary's own 2007–2026 data is in use): set it to \
+         a directory of holiday files, e.g. a copy of config/holidays, and import again"
+    );
+    let (path, replaced) = crate::holidays::write_year(std::path::Path::new(dir), &notice, papers)
+        .with_context(|| format!("writing into {dir}"))?;
+    println!(
+        "{} {} (a running casewatch reloads it within 10 s and recomputes open cases)",
+        if replaced { "replaced" } else { "wrote" },
+        path.display()
+    );
     Ok(0)
 }
 

@@ -187,6 +187,28 @@ pub enum ClockMode {
 pub struct CalendarConfig {
     pub holidays_dir: String,
     pub default_timezone: String,
+    /// `MM-DD`: from this day on, a next year without holiday data is reported.
+    pub warn_from: String,
+}
+
+impl CalendarConfig {
+    /// `warn_from` as (month, day).
+    pub fn warn_from(&self) -> Result<(u32, u32), ConfigError> {
+        let invalid = || {
+            ConfigError::Invalid(format!(
+                "calendar.warn_from must be MM-DD, not {:?}",
+                self.warn_from
+            ))
+        };
+        let (m, d) = self.warn_from.split_once('-').ok_or_else(invalid)?;
+        let (m, d) = (
+            m.parse::<u32>().map_err(|_| invalid())?,
+            d.parse::<u32>().map_err(|_| invalid())?,
+        );
+        // 2000 is a leap year: 02-29 is accepted.
+        NaiveDate::from_ymd_opt(2000, m, d).ok_or_else(invalid)?;
+        Ok((m, d))
+    }
 }
 
 /// `[kafka]`.
@@ -358,6 +380,7 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         self.rules()?;
         parse_tz(&self.calendar.default_timezone)?;
+        self.calendar.warn_from()?;
         for c in &self.centers {
             if let Some(tz) = &c.timezone {
                 parse_tz(tz)?;

@@ -7,6 +7,8 @@
 //!   ([`core::calendar`]), per-case state and facts ([`core::case`]), anomaly kinds and levels
 //!   ([`core::rules`]), `window_daily` counters ([`core::aggregate`]) and the engine that ties
 //!   them together ([`core::engine`]).
+//! * [`holidays`] — the holiday files on disk: importing the State Council's notice
+//!   ([`core::notice`] reads it) and the coverage report.
 //! * [`config`] — layered configuration (embedded defaults → file → `CASEWATCH__…` env).
 //! * [`replay`] — NDJSON files through the engine in event-clock mode, and the CSV outputs.
 //! * [`simulate`] — a reproducible, realistic event stream of a county centre.
@@ -22,6 +24,7 @@ pub mod bulletin;
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod holidays;
 pub mod metrics;
 pub mod pipeline;
 pub mod replay;

@@ -74,6 +74,41 @@ pub struct Metrics {
     deliveries: Mutex<BTreeMap<(String, String), u64>>,
     /// From the triggering instant (detection or revocation) to a delivered answer.
     pub delivery_latency: Summary,
+    calendar: Mutex<CalendarReport>,
+}
+
+/// Calendar coverage as the service reports it (SPEC §2, "Calendar coverage").
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CalendarReport {
+    /// Open cases with provisional facts, by the first year without holiday data they need.
+    pub provisional_open: BTreeMap<i32, u64>,
+    /// Years without data to warn about today: this year, and from `warn_from` the next.
+    pub missing_years: Vec<i32>,
+}
+
+impl CalendarReport {
+    /// One line per finding, for `/readyz` and the log (none when all is covered).
+    pub fn lines(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .provisional_open
+            .iter()
+            .map(|(year, n)| {
+                format!(
+                    "calendar: {n} open cases need {year}, which has no holiday data: their \
+                     deadlines are provisional (Monday–Friday) until `casewatch calendar import` loads it"
+                )
+            })
+            .collect();
+        for year in &self.missing_years {
+            if !self.provisional_open.contains_key(year) {
+                out.push(format!(
+                    "calendar: no holiday data for {year} yet: import the State Council's notice \
+                     with `casewatch calendar import`"
+                ));
+            }
+        }
+        out
+    }
 }
 
 /// Adds one to a labelled counter.
@@ -109,6 +144,22 @@ impl Metrics {
             Some(v) => l.insert(partition, v.max(0)),
             None => l.remove(&partition),
         };
+    }
+
+    /// Replaces the calendar report; returns whether it changed.
+    pub fn set_calendar(&self, report: CalendarReport) -> bool {
+        let mut current = self.calendar.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = *current != report;
+        *current = report;
+        changed
+    }
+
+    /// The calendar report's lines.
+    pub fn calendar_lines(&self) -> Vec<String> {
+        self.calendar
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .lines()
     }
 
     /// The Prometheus text exposition.
@@ -215,11 +266,44 @@ impl Metrics {
             self.delivery_latency.micros.load(Ordering::Relaxed) as f64 / 1e6,
             self.delivery_latency.count.load(Ordering::Relaxed)
         ));
+        self.render_calendar(&mut out);
         out.push_str(&format!(
             "# HELP casewatch_broker_up whether the broker answered last time\n# TYPE casewatch_broker_up gauge\ncasewatch_broker_up {}\n",
             self.broker_up.get()
         ));
         out
+    }
+}
+
+impl Metrics {
+    fn render_calendar(&self, out: &mut String) {
+        let report = self
+            .calendar
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        out.push_str(&format!(
+            "# HELP casewatch_calendar_provisional_open_cases open cases whose deadlines needed a year without holiday data\n\
+             # TYPE casewatch_calendar_provisional_open_cases gauge\ncasewatch_calendar_provisional_open_cases {}\n",
+            report.provisional_open.values().sum::<u64>()
+        ));
+        out.push_str("# HELP casewatch_calendar_provisional_open_cases_by_year the same, by the first year without data\n# TYPE casewatch_calendar_provisional_open_cases_by_year gauge\n");
+        for (year, n) in &report.provisional_open {
+            out.push_str(&format!(
+                "casewatch_calendar_provisional_open_cases_by_year{{year=\"{year}\"}} {n}\n"
+            ));
+        }
+        out.push_str(&format!(
+            "# HELP casewatch_calendar_missing_years years without holiday data to load now (this year; the next from calendar.warn_from)\n\
+             # TYPE casewatch_calendar_missing_years gauge\ncasewatch_calendar_missing_years {}\n",
+            report.missing_years.len()
+        ));
+        out.push_str("# HELP casewatch_calendar_missing_year 1 for each year without holiday data to load now\n# TYPE casewatch_calendar_missing_year gauge\n");
+        for year in &report.missing_years {
+            out.push_str(&format!(
+                "casewatch_calendar_missing_year{{year=\"{year}\"}} 1\n"
+            ));
+        }
     }
 }
 
@@ -248,7 +332,13 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: std::sync::Arc<Me
                 "/readyz"
                     if metrics.ready.load(Ordering::Relaxed) && metrics.broker_up.get() == 1 =>
                 {
-                    ("200 OK", "ready\n".to_string())
+                    // Calendar findings are reported while staying ready (SPEC §2).
+                    let mut body = "ready\n".to_string();
+                    for line in metrics.calendar_lines() {
+                        body.push_str(&line);
+                        body.push('\n');
+                    }
+                    ("200 OK", body)
                 }
                 "/readyz" if metrics.ready.load(Ordering::Relaxed) => (
                     "503 Service Unavailable",

@@ -136,7 +136,7 @@ fn flag(b: bool) -> &'static str {
 }
 
 /// Columns of `cases.csv` (SPEC §5 `cases`).
-pub const CASE_COLUMNS: [&str; 21] = [
+pub const CASE_COLUMNS: [&str; 22] = [
     "case_id",
     "center_id",
     "window_id",
@@ -158,6 +158,7 @@ pub const CASE_COLUMNS: [&str; 21] = [
     "alert_level",
     "rating",
     "version",
+    "calendar_provisional",
 ];
 
 /// The `cases` fields of a row, in [`CASE_COLUMNS`] order.
@@ -196,6 +197,7 @@ pub fn case_fields(row: &CaseRow, syms: &Interner, rules: &Rules) -> Vec<String>
             .to_string(),
         f.rating.map(|r| r.value.to_string()).unwrap_or_default(),
         row.events.to_string(),
+        flag(f.provisional_year.is_some()).into(),
     ]
 }
 

@@ -608,6 +608,7 @@ pub async fn send_test(
         topic: String::new(),
         partition: 0,
         version: 0,
+        calendar_provisional: 0,
     };
     let (records_tx, mut records_rx) = mpsc::unbounded_channel();
     let sender = Sender {

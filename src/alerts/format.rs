@@ -127,6 +127,9 @@ impl Context<'_> {
         if let Some(at) = a.revoked_at.filter(|_| self.revocation) {
             lines.push(format!("- 撤销时间：{}", local(at)));
         }
+        if a.calendar_provisional != 0 {
+            lines.push(PROVISIONAL_LINE.to_string());
+        }
         lines.push(format!("\n> {}", self.advice()));
         lines.push(format!("\n告警编号 {}", a.alert_id));
         lines.join("\n")
@@ -153,11 +156,16 @@ impl Context<'_> {
             "detected_at": rfc3339(a.detected_at),
             "revoked_at": ts(a.revoked_at),
             "working_days_remaining": self.working_days_remaining(),
+            "calendar_provisional": a.calendar_provisional != 0,
             "message": self.one_line(),
         })
         .to_string()
     }
 }
+
+/// The robot line of an alert whose deadlines needed a year without holiday data (SPEC §2).
+pub const PROVISIONAL_LINE: &str =
+    "- 注意：时限涉及尚未导入节假日安排的年份，按周一至周五暂定，导入后将重新计算";
 
 fn item(a: &AlertRecord) -> String {
     if a.item_name.is_empty() {

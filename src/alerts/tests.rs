@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::deliver::{backoff, classify, Verdict};
-use super::format::{dingtalk_sign, generic_signature, render, Context};
+use super::format::{dingtalk_sign, generic_signature, render, Context, PROVISIONAL_LINE};
 use super::route;
 use crate::config::{AlertsConfig, RouteConfig, WebhookFormat};
 use crate::core::calendar::{HolidayTable, WorkCalendar};
@@ -30,6 +30,7 @@ pub(super) fn alert(level: &str, kind: &str, window: &str) -> AlertRecord {
         topic: "t".into(),
         partition: 0,
         version: 1,
+        calendar_provisional: 0,
     }
 }
 
@@ -146,7 +147,7 @@ fn generic_body_headers_and_signature() {
             "department": "县公安局", "item_code": "W01-001", "item_name": "户籍迁入",
             "accepted_at": "2024-05-06T01:00:00Z", "promised_deadline": "2024-05-15T01:00:00Z",
             "legal_deadline": null, "detected_at": "2024-05-15T01:00:00Z", "revoked_at": null,
-            "working_days_remaining": -2.0,
+            "working_days_remaining": -2.0, "calendar_provisional": false,
             "message": "黄牌：公安窗口 办件 C001-2024-0001（W01-001 户籍迁入）超期办件"
         })
     );
@@ -225,4 +226,37 @@ fn wecom_revocation_says_so() {
     assert!(text.starts_with("### 【撤销】黄牌：超期办件\n"), "{text}");
     assert!(text.contains("- 撤销时间：2024-05-17 08:50\n"), "{text}");
     assert!(text.contains("此前的提醒作废"), "{text}");
+}
+
+#[test]
+fn provisional_deadlines_are_flagged_in_both_formats() {
+    let cal = calendar();
+    let mut a = alert("yellow", "overdue", "W01");
+    a.calendar_provisional = 1;
+    let generic = render(
+        WebhookFormat::Generic,
+        "http://h/x",
+        "",
+        &ctx(&a, &cal, false),
+    );
+    let body: serde_json::Value = serde_json::from_str(&generic.body).unwrap();
+    assert_eq!(body["calendar_provisional"], true);
+    let robot = render(
+        WebhookFormat::Dingtalk,
+        "http://h/d",
+        "",
+        &ctx(&a, &cal, false),
+    );
+    let body: serde_json::Value = serde_json::from_str(&robot.body).unwrap();
+    let text = body["markdown"]["text"].as_str().unwrap();
+    assert!(text.contains(PROVISIONAL_LINE), "{text}");
+    // A case whose calendar is covered says nothing about it.
+    a.calendar_provisional = 0;
+    let robot = render(
+        WebhookFormat::Wecom,
+        "http://h/w",
+        "",
+        &ctx(&a, &cal, false),
+    );
+    assert!(!robot.body.contains("暂定"), "{}", robot.body);
 }

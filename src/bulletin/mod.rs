@@ -267,6 +267,9 @@ pub struct Figures {
     /// Engine-independent "now" for open cases: the end of the period or the wall clock,
     /// whichever is earlier.
     pub as_of: i64,
+    /// Cases of the period (accepted, completed or due in it) whose deadlines depend on a year
+    /// without holiday data (`cases.calendar_provisional`): the bulletin's footnote.
+    pub provisional_cases: u64,
 }
 
 impl Figures {
@@ -432,7 +435,26 @@ pub async fn load(
     )
         .fetch_all()
         .await?;
+    let provisional_cases: u64 = client
+        .query(
+            "SELECT count() FROM cases FINAL WHERE calendar_provisional = 1 \
+             AND (? = '' OR center_id = ?) \
+             AND ((accepted_at >= toDateTime(?) AND accepted_at < toDateTime(?)) \
+               OR (completed_at >= toDateTime(?) AND completed_at < toDateTime(?)) \
+               OR (promised_deadline >= toDateTime(?) AND promised_deadline < toDateTime(?)))",
+        )
+        .bind(center.unwrap_or(""))
+        .bind(center.unwrap_or(""))
+        .bind(start)
+        .bind(end)
+        .bind(start)
+        .bind(end)
+        .bind(start)
+        .bind(end)
+        .fetch_one()
+        .await?;
     Ok(Figures {
+        provisional_cases,
         period,
         center: center.map(str::to_string),
         center_name: match center {

@@ -471,7 +471,25 @@ pub fn markdown(lang: Lang, f: &Figures, ranked: &[Ranked]) -> String {
     } else {
         let _ = writeln!(out, "{}", idle.join(lang.t("、", ", ")));
     }
+    if f.provisional_cases > 0 {
+        let _ = writeln!(out, "\n{}", provisional_footnote(lang, f.provisional_cases));
+    }
     out
+}
+
+/// The footnote of a period with deadlines in a year without holiday data (SPEC §2).
+pub fn provisional_footnote(lang: Lang, cases: u64) -> String {
+    match lang {
+        Lang::Zh => format!(
+            "注：本期有 {cases} 件办件的办理时限涉及尚未导入节假日安排的年份，按周一至周五暂定；\
+             该年节假日安排导入后，相关数字将重新计算。"
+        ),
+        Lang::En => format!(
+            "Note: {cases} cases of this period have deadlines in a year without holiday data, \
+             provisionally counted Monday to Friday; the figures are recomputed once that year's \
+             holidays are loaded."
+        ),
+    }
 }
 
 fn local(f: &Figures, t: u32) -> String {

@@ -6,7 +6,7 @@
 //! naive* timeline, where every day is exactly 86 400 s, because the SPEC counts each working day
 //! as 24 hours from local 00:00 to 24:00.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{NaiveDate, Offset, TimeZone};
 use chrono_tz::Tz;
@@ -34,6 +34,9 @@ pub enum DayUnit {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HolidayTable {
     days: BTreeMap<NaiveDate, bool>,
+    /// The years some file declared whole (its `year`, else the years of its dates): the
+    /// calendar's coverage (SPEC §2, "Calendar coverage").
+    years: BTreeSet<i32>,
 }
 
 /// Why a holiday file could not be read.
@@ -49,6 +52,7 @@ pub enum HolidayError {
 
 #[derive(serde::Deserialize)]
 struct HolidayFile {
+    year: Option<i32>,
     days: Vec<HolidayDay>,
 }
 
@@ -65,16 +69,35 @@ impl HolidayTable {
         Self::default()
     }
 
-    /// Parses one holiday-cn file and merges it in (its entries win over earlier ones).
+    /// Parses one holiday-cn file and merges it in (its entries win over earlier ones). The
+    /// file's `year` becomes covered; a file without one covers the years of its dates.
     pub fn merge_json(&mut self, bytes: &[u8]) -> Result<(), HolidayError> {
         let file: HolidayFile =
             serde_json::from_slice(bytes).map_err(|e| HolidayError::Format(e.to_string()))?;
+        let mut dates = Vec::with_capacity(file.days.len());
         for day in file.days {
             let date = NaiveDate::parse_from_str(&day.date, "%Y-%m-%d")
                 .map_err(|_| HolidayError::Date(day.date.clone()))?;
-            self.days.insert(date, day.is_off_day);
+            dates.push((date, day.is_off_day));
         }
+        match file.year {
+            Some(year) => {
+                self.years.insert(year);
+            }
+            None => self.years.extend(dates.iter().map(|(d, _)| d.year())),
+        }
+        self.days.extend(dates);
         Ok(())
+    }
+
+    /// Declares a year covered (a test or a caller that builds a table by hand).
+    pub fn cover_year(&mut self, year: i32) {
+        self.years.insert(year);
+    }
+
+    /// The years with holiday data, ascending.
+    pub fn covered_years(&self) -> impl Iterator<Item = i32> + '_ {
+        self.years.iter().copied()
     }
 
     /// A table from one file.
@@ -215,6 +238,10 @@ use chrono::Datelike;
 #[derive(Debug, Clone)]
 pub struct WorkCalendar {
     clock: LocalClock,
+    /// The years with holiday data, ascending.
+    covered: Vec<i32>,
+    /// `uncovered[i]`: days of years without data in `[TABLE_FIRST_DAY, TABLE_FIRST_DAY + i)`.
+    uncovered: Vec<i32>,
     /// `cum[i]`: working days in `[TABLE_FIRST_DAY, TABLE_FIRST_DAY + i)`; one longer than the table.
     cum: Vec<i32>,
     /// `nth[k]`: table index of the (k+1)-th working day (the inverse of `cum`).
@@ -240,6 +267,16 @@ impl WorkCalendar {
                 working[index as usize] = !off;
             }
         }
+        let covered: Vec<i32> = table.years.iter().copied().collect();
+        let mut uncovered = Vec::with_capacity(TABLE_DAYS as usize + 1);
+        uncovered.push(0);
+        let mut missing = 0i32;
+        let mut date = date_of_day(TABLE_FIRST_DAY);
+        for _ in 0..TABLE_DAYS {
+            missing += i32::from(covered.binary_search(&date.year()).is_err());
+            uncovered.push(missing);
+            date = date.succ_opt().unwrap_or(date);
+        }
         let mut cum = Vec::with_capacity(TABLE_DAYS as usize + 1);
         let mut nth = Vec::with_capacity(TABLE_DAYS as usize * 5 / 7 + 64);
         let mut count = 0i32;
@@ -253,6 +290,8 @@ impl WorkCalendar {
         }
         Self {
             clock: LocalClock::new(tz),
+            covered,
+            uncovered,
             cum,
             nth,
         }
@@ -261,6 +300,30 @@ impl WorkCalendar {
     /// A calendar in `tz` with only weekends off.
     pub fn weekends_only(tz: Tz) -> Self {
         Self::new(tz, &HolidayTable::new(), &CentreDays::default())
+    }
+
+    /// The years with holiday data (national data; a centre's own days add no year), ascending.
+    pub fn covered_years(&self) -> &[i32] {
+        &self.covered
+    }
+
+    /// Whether a year has holiday data.
+    pub fn covers(&self, year: i32) -> bool {
+        self.covered.binary_search(&year).is_ok()
+    }
+
+    /// The first year without holiday data among the local days from the one of `a` to the
+    /// one of `b` (inclusive): the year a working-time computation over `[a, b]` had to guess
+    /// as Monday–Friday. `None` when every day of the span is covered.
+    pub fn first_uncovered_year(&self, a: Instant, b: Instant) -> Option<i32> {
+        let (da, db) = (self.local_day(a.min(b)), self.local_day(a.max(b)));
+        let index = |day: i64| (day - TABLE_FIRST_DAY).clamp(0, TABLE_DAYS) as usize;
+        let outside = da < TABLE_FIRST_DAY || db >= TABLE_FIRST_DAY + TABLE_DAYS;
+        if !outside && self.uncovered[index(db + 1)] == self.uncovered[index(da)] {
+            return None;
+        }
+        let (ya, yb) = (date_of_day(da).year(), date_of_day(db).year());
+        (ya..=yb).find(|&y| !self.covers(y))
     }
 
     /// The centre's timezone.
@@ -397,6 +460,24 @@ impl WorkCalendar {
         }
         lo * DAY + rest
     }
+}
+
+/// The years a running service reports as missing holiday data on `today` (SPEC §2): this
+/// year when it has none, and from `warn_from` (month, day) on, the next year.
+pub fn missing_years(covered: &[i32], today: NaiveDate, warn_from: (u32, u32)) -> Vec<i32> {
+    let year = today.year();
+    let mut out = Vec::new();
+    if covered.binary_search(&year).is_err() {
+        out.push(year);
+    }
+    let warn = NaiveDate::from_ymd_opt(year, warn_from.0, warn_from.1)
+        // 02-29 in a common year: from 03-01.
+        .or_else(|| NaiveDate::from_ymd_opt(year, warn_from.0 + 1, 1))
+        .unwrap_or(NaiveDate::MAX);
+    if today >= warn && covered.binary_search(&(year + 1)).is_err() {
+        out.push(year + 1);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -539,6 +620,105 @@ mod tests {
         // ends Monday noon local, whatever the UTC offset did in between.
         let d = cal.add_working(at("2024-03-29T12:00:00+01:00"), DAY, DayUnit::Working);
         assert_eq!(d, at("2024-04-01T12:00:00+02:00"));
+    }
+
+    #[test]
+    fn coverage_is_the_years_of_the_files() {
+        let cal = shanghai();
+        assert_eq!(cal.covered_years(), (2007..=2026).collect::<Vec<_>>());
+        let t = |s: &str| at(s);
+        // Inside the data: nothing provisional.
+        assert_eq!(
+            cal.first_uncovered_year(
+                t("2026-01-05T09:00:00+08:00"),
+                t("2026-12-31T23:59:59+08:00")
+            ),
+            None
+        );
+        // A span that reaches 2027 (local days), or starts before 2007.
+        assert_eq!(
+            cal.first_uncovered_year(
+                t("2026-12-20T09:00:00+08:00"),
+                t("2027-01-12T09:00:00+08:00")
+            ),
+            Some(2027)
+        );
+        assert_eq!(
+            cal.first_uncovered_year(
+                t("2026-12-31T23:59:59+08:00"),
+                t("2027-01-01T00:00:00+08:00")
+            ),
+            Some(2027)
+        );
+        assert_eq!(
+            cal.first_uncovered_year(
+                t("2006-12-31T10:00:00+08:00"),
+                t("2007-01-05T00:00:00+08:00")
+            ),
+            Some(2006)
+        );
+        // 2027-01-01 00:00 local is still 2026 in UTC: days are local.
+        assert_eq!(
+            cal.first_uncovered_year(t("2026-12-30T00:00:00Z"), t("2026-12-31T20:00:00Z")),
+            Some(2027)
+        );
+        // Far outside the precomputed table.
+        assert_eq!(
+            cal.first_uncovered_year(t("2300-01-01T00:00:00Z"), t("2300-01-02T00:00:00Z")),
+            Some(2300)
+        );
+        // A centre's closures add no year; a file without `year` covers the years of its dates.
+        let mut h = HolidayTable::new();
+        h.merge_json(br#"{"days":[{"date":"2030-10-01","isOffDay":true}]}"#)
+            .unwrap();
+        let centre = CentreDays {
+            closed: vec![NaiveDate::from_ymd_opt(2031, 1, 2).unwrap()],
+            working: vec![],
+        };
+        let cal = WorkCalendar::new(Shanghai, &h, &centre);
+        assert_eq!(cal.covered_years(), &[2030]);
+        assert_eq!(
+            cal.first_uncovered_year(
+                t("2030-12-30T00:00:00+08:00"),
+                t("2031-01-03T00:00:00+08:00")
+            ),
+            Some(2031)
+        );
+    }
+
+    #[test]
+    fn a_missing_next_year_is_reported_from_warn_from() {
+        let covered: Vec<i32> = (2007..=2026).collect();
+        let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap();
+        assert_eq!(
+            missing_years(&covered, day(2026, 10, 31), (11, 1)),
+            Vec::<i32>::new()
+        );
+        assert_eq!(
+            missing_years(&covered, day(2026, 11, 1), (11, 1)),
+            vec![2027]
+        );
+        assert_eq!(
+            missing_years(&covered, day(2027, 1, 4), (11, 1)),
+            vec![2027]
+        );
+        assert_eq!(
+            missing_years(&covered, day(2027, 12, 1), (11, 1)),
+            vec![2027, 2028]
+        );
+        let with_2027: Vec<i32> = (2007..=2027).collect();
+        assert_eq!(
+            missing_years(&with_2027, day(2026, 11, 30), (11, 1)),
+            Vec::<i32>::new()
+        );
+        assert_eq!(
+            missing_years(&covered, day(2026, 2, 28), (2, 29)),
+            Vec::<i32>::new()
+        );
+        assert_eq!(
+            missing_years(&covered, day(2026, 3, 1), (2, 29)),
+            vec![2027]
+        );
     }
 
     mod laws {

@@ -232,6 +232,9 @@ pub struct Facts {
     pub rating: Option<Rating>,
     /// detected_at of each anomaly kind that holds.
     pub anomalies: Anomalies,
+    /// The first year without holiday data that a deadline or working time of the case
+    /// needed (guessed as Monday–Friday): the case's facts are provisional (SPEC §2).
+    pub provisional_year: Option<i32>,
     /// The next instant I > T such that the facts change once T passes I (none: never).
     pub next_change: At,
 }
@@ -588,8 +591,12 @@ impl CaseState {
             promised_seconds: None,
             rating: self.rating,
             anomalies: Anomalies::NONE,
+            provisional_year: None,
             next_change: At::NONE,
         };
+        // The local days the calendar was asked about: a working-time computation over [a, b]
+        // depends on the holiday data of every day from a to b.
+        let mut span = CalendarSpan(None);
 
         let rare = self.rare();
         if let Some(acc) = self.acceptance {
@@ -636,6 +643,14 @@ impl CaseState {
                 };
                 facts.promised_deadline = deadline.into();
                 facts.legal_deadline = legal_deadline.into();
+                if acc.day_unit == DayUnit::Working {
+                    for i in [deadline, legal_deadline].into_iter().flatten() {
+                        span.cover(acc.at, i);
+                    }
+                    for i in [legal_instant, warning_instant].into_iter().flatten() {
+                        span.cover_rule(acc.at, i, end_at);
+                    }
+                }
                 let compared = end_at.unwrap_or(now);
                 for (kind, instant) in [
                     (AnomalyKind::DeadlineWarning, warning_instant),
@@ -660,6 +675,9 @@ impl CaseState {
                 facts.on_time = true;
             }
             if let Some((_, on_site, c)) = completed {
+                if acc.day_unit == DayUnit::Working {
+                    span.cover(acc.at, c);
+                }
                 facts.handling_seconds = Some(clock.running(c));
                 facts.on_site = on_site
                     || (acc.kind == ItemKind::Instant && cal.local_day(c) == cal.local_day(acc.at));
@@ -696,7 +714,9 @@ impl CaseState {
             let limit = if quick {
                 i64::MAX
             } else {
-                cal.add_working(s, thresholds::LATE_ACCEPTANCE, DayUnit::Working)
+                let limit = cal.add_working(s, thresholds::LATE_ACCEPTANCE, DayUnit::Working);
+                span.cover_rule(s, limit, self.intake_end.get());
+                limit
             };
             match self.intake_end.get() {
                 Some(e) if e > limit => anomalies.set(AnomalyKind::LateAcceptance, Some(limit)),
@@ -719,6 +739,7 @@ impl CaseState {
                 (None, Some(x)) => Some(x),
                 (None, None) => None,
             };
+            span.cover_rule(p.start, limit, pause_end);
             match pause_end {
                 Some(e) if e > limit => overrun = Some(overrun.map_or(limit, |o| o.min(limit))),
                 Some(_) => {}
@@ -730,7 +751,26 @@ impl CaseState {
 
         facts.anomalies = anomalies;
         facts.next_change = next.0.into();
+        facts.provisional_year = span.0.and_then(|(a, b)| cal.first_uncovered_year(a, b));
         facts
+    }
+}
+
+/// The instants a facts computation asked the working calendar about, as one span.
+struct CalendarSpan(Option<(Instant, Instant)>);
+
+impl CalendarSpan {
+    /// A reported value (a deadline, a handling time) computed over `[a, b]`.
+    fn cover(&mut self, a: Instant, b: Instant) {
+        let (lo, hi) = (a.min(b), a.max(b));
+        self.0 = Some(self.0.map_or((lo, hi), |(x, y)| (x.min(lo), y.max(hi))));
+    }
+
+    /// A rule instant `i` reached from `start`, compared with `compared` (an end; none while
+    /// it is still pending): whether `compared > i`, and `i` when it holds, depend only on the
+    /// days up to the earlier of the two.
+    fn cover_rule(&mut self, start: Instant, i: Instant, compared: Option<Instant>) {
+        self.cover(start, compared.map_or(i, |c| c.min(i)));
     }
 }
 

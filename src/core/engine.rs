@@ -8,7 +8,7 @@
 //! cannot move the facts (a later step, an ordinary fee) skip that work.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::Arc;
 
 use hashbrown::{DefaultHashBuilder, HashMap, HashSet, HashTable};
@@ -148,6 +148,8 @@ pub struct Engine {
     stats: EngineStats,
     /// Cases held that have not ended (maintained on insert and on a first terminal event).
     open_cases: usize,
+    /// Open cases with provisional facts, by the first uncovered year they need.
+    provisional_open: BTreeMap<i32, usize>,
 }
 
 impl Engine {
@@ -182,6 +184,7 @@ impl Engine {
             now: i64::MIN,
             stats: EngineStats::default(),
             open_cases: 0,
+            provisional_open: BTreeMap::new(),
         }
     }
 
@@ -223,6 +226,32 @@ impl Engine {
     /// Number of cases held in memory that have not ended.
     pub fn open_case_count(&self) -> usize {
         self.open_cases
+    }
+
+    /// Open cases whose facts are provisional, by the first year without holiday data that
+    /// they need (SPEC §2, "Calendar coverage").
+    pub fn provisional_open_cases(&self) -> &BTreeMap<i32, usize> {
+        &self.provisional_open
+    }
+
+    /// Moves a case's count in `provisional_open` from its old facts to its new ones.
+    fn count_provisional(&mut self, old: Option<&Facts>, new: Option<&Facts>) {
+        let year = |f: Option<&Facts>| f.filter(|f| !f.is_ended()).and_then(|f| f.provisional_year);
+        let (was, is) = (year(old), year(new));
+        if was == is {
+            return;
+        }
+        if let Some(y) = was {
+            if let Some(n) = self.provisional_open.get_mut(&y) {
+                *n -= 1;
+                if *n == 0 {
+                    self.provisional_open.remove(&y);
+                }
+            }
+        }
+        if let Some(y) = is {
+            *self.provisional_open.entry(y).or_insert(0) += 1;
+        }
     }
 
     fn hash(&self, id: &str) -> u64 {
@@ -519,6 +548,7 @@ impl Engine {
                 run_start = run_end;
             }
         }
+        self.count_provisional(old.map(|(f, _)| f), Some(new));
         let old_anomalies = old.map_or(Anomalies::NONE, |(f, _)| f.anomalies);
         for kind in AnomalyKind::ALL {
             let (o, n) = (old_anomalies.get(kind), new.anomalies.get(kind));
@@ -755,6 +785,7 @@ impl Engine {
         let i = self.insert_case(&c.case_id, state, c.events);
         // Schedule its timer as of now.
         let facts = self.facts_at(i, self.now);
+        self.count_provisional(None, Some(&facts));
         if let Some(n) = facts.next_change.get() {
             let due = n.saturating_add(1);
             self.slots[i as usize].timer_due = At::some(due);

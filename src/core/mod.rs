@@ -8,6 +8,7 @@ pub mod calendar;
 pub mod case;
 pub mod engine;
 pub mod event;
+pub mod notice;
 pub mod rules;
 pub mod snapshot;
 

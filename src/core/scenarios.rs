@@ -711,6 +711,124 @@ fn calendar_reload_recomputes_open_deadlines_and_aggregates() {
     assert_aggregates_match_cases(&mut s.engine);
 }
 
+/// The shipped data plus a synthetic 2027 notice read by the notice reader.
+fn calendars_with_2027() -> Calendars {
+    let notice = super::notice::parse_notice(include_str!(
+        "../../tests/fixtures/notices/synthetic-2027.txt"
+    ))
+    .unwrap();
+    let mut t = HolidayTable::new();
+    for b in crate::config::EMBEDDED_HOLIDAYS {
+        t.merge_json(b).unwrap();
+    }
+    t.merge_json(notice.to_holiday_cn_json(&[]).as_bytes())
+        .unwrap();
+    Calendars::new(Arc::new(WorkCalendar::new(
+        chrono_tz::Asia::Shanghai,
+        &t,
+        &Default::default(),
+    )))
+}
+
+#[test]
+fn a_deadline_in_a_year_without_data_is_provisional_until_the_notice_is_loaded() {
+    let mut s = Scenario::new();
+    // Sunday 2026-12-20, 15 working days: 9 in 2026, the rest in 2027 (no data: Mon–Fri).
+    s.accept("c", at("2026-12-20T10:00:00+08:00"), 15);
+    let guessed = s.facts("c");
+    assert_eq!(guessed.provisional_year, Some(2027));
+    assert_eq!(
+        guessed.promised_deadline.get(),
+        Some(at("2027-01-09T00:00:00+08:00"))
+    );
+    assert_eq!(
+        s.engine.provisional_open_cases().iter().collect::<Vec<_>>(),
+        vec![(&2027, &1)]
+    );
+    // Engine time between the guessed and the real deadline: the guess raises a yellow card.
+    s.engine.advance_to(at("2027-01-10T12:00:00+08:00"));
+    assert_eq!(
+        s.anomaly("c", AnomalyKind::Overdue),
+        Some(at("2027-01-09T00:00:00+08:00"))
+    );
+    s.engine.take_changes();
+
+    // The notice makes 2027-01-01 (a Friday) a holiday: one working day later, not overdue.
+    s.engine.reload_calendars(calendars_with_2027());
+    let real = s.facts("c");
+    assert_eq!(real.provisional_year, None);
+    assert_eq!(
+        real.promised_deadline.get(),
+        Some(at("2027-01-12T00:00:00+08:00"))
+    );
+    assert!(s.engine.provisional_open_cases().is_empty());
+    let changes = s.engine.take_changes();
+    assert_eq!(
+        changes.cases.len(),
+        1,
+        "the row is written again without the flag"
+    );
+    let overdue = changes
+        .anomalies
+        .iter()
+        .find(|a| a.change.kind == AnomalyKind::Overdue)
+        .expect("the overdue card changes");
+    assert_eq!(
+        overdue.change.revoked_at,
+        Some(at("2027-01-10T12:00:00+08:00"))
+    );
+    // The warning still holds, from its real instant (13 working days: 2027-01-08 00:00).
+    let warning = changes
+        .anomalies
+        .iter()
+        .find(|a| a.change.kind == AnomalyKind::DeadlineWarning)
+        .expect("the warning moves");
+    assert_eq!(warning.change.revoked_at, None);
+    assert_eq!(warning.change.detected_at, at("2027-01-08T00:00:00+08:00"));
+    // Once the real deadline passes, the card is raised again.
+    s.engine.advance_to(at("2027-01-12T00:00:01+08:00"));
+    assert_eq!(
+        s.anomaly("c", AnomalyKind::Overdue),
+        Some(at("2027-01-12T00:00:00+08:00"))
+    );
+    assert_aggregates_match_cases(&mut s.engine);
+}
+
+#[test]
+fn only_what_a_case_reports_or_still_waits_for_makes_it_provisional() {
+    let mut s = Scenario::new();
+    // Deadline 2026-12-29 00:00; the legal fallback (5 working days later) is in 2027.
+    s.accept("open", at("2026-12-22T10:00:00+08:00"), 5);
+    assert_eq!(s.facts("open").provisional_year, Some(2027));
+    // Completed in 2026: the fallback no longer matters, and nothing it reports needs 2027.
+    s.accept("done", at("2026-12-22T10:00:00+08:00"), 5);
+    s.event(
+        "done",
+        "completed",
+        at("2026-12-28T10:00:00+08:00"),
+        "hall",
+        json!({"outcome": "approved"}),
+    );
+    assert_eq!(s.facts("done").provisional_year, None);
+    // Ended cases are not counted as provisional open cases.
+    assert_eq!(
+        s.engine.provisional_open_cases().iter().collect::<Vec<_>>(),
+        vec![(&2027, &1)]
+    );
+    // A calendar-day item never asks the working calendar for its deadline.
+    s.event(
+        "days",
+        "accepted",
+        at("2026-12-22T10:00:00+08:00"),
+        "hall",
+        json!({"item": {"code": "I1", "kind": "promised", "promised_days": 30, "day_unit": "calendar"}}),
+    );
+    assert_eq!(s.facts("days").provisional_year, None);
+    // Before 2007 there is no data either.
+    s.accept("old", at("2006-12-20T10:00:00+08:00"), 5);
+    assert_eq!(s.facts("old").provisional_year, Some(2006));
+}
+
 // ---- properties over simulated streams ----
 
 fn simulated_lines(seed: u64, months: u32) -> Vec<String> {

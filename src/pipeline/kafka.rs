@@ -409,6 +409,8 @@ pub fn run(
     let mut last_calendar_check = StdInstant::now();
     let mut last_rescan = StdInstant::now();
     let mut holidays_seen = holidays_stamp(&cfg.calendar.holidays_dir);
+    let mut default_calendar = cfg.calendars()?.default;
+    let warn_from = cfg.calendar.warn_from()?;
     let mut pending_dead_letters = 0usize;
     // The wall clock of the `future_timestamp` rule, read at most every 100 ms (its tolerance
     // is minutes), not per message; always fresh after a long wait (a flush while ClickHouse
@@ -510,6 +512,7 @@ pub fn run(
                     holidays_seen = stamp;
                     match cfg.calendars() {
                         Ok(calendars) => {
+                            default_calendar = calendars.default.clone();
                             let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
                             for p in s.processors.values_mut() {
                                 p.engine.reload_calendars(calendars.clone());
@@ -529,6 +532,17 @@ pub fn run(
                 .map(|p| p.engine.open_case_count())
                 .sum();
             metrics.cases_in_memory.set(open as i64);
+            let report = super::calendar_report(
+                s.processors.values().map(|p| &p.engine),
+                &default_calendar,
+                wall,
+                warn_from,
+            );
+            if metrics.set_calendar(report) {
+                for line in metrics.calendar_lines() {
+                    tracing::warn!("{line}");
+                }
+            }
             // Lag: one watermark request per assigned partition, every couple of seconds.
             if last_lag.elapsed() >= Duration::from_secs(2) {
                 last_lag = StdInstant::now();

@@ -305,3 +305,25 @@ async fn repair_unfinished_flush(
     }
     Ok(())
 }
+
+/// The calendar coverage report of the engines held (SPEC §2): their provisional open cases by
+/// year, and the years without data to warn about on the default calendar's `today`.
+pub fn calendar_report<'a>(
+    engines: impl Iterator<Item = &'a Engine>,
+    calendar: &crate::core::calendar::WorkCalendar,
+    wall: crate::core::calendar::Instant,
+    warn_from: (u32, u32),
+) -> crate::metrics::CalendarReport {
+    let mut report = crate::metrics::CalendarReport::default();
+    for engine in engines {
+        for (&year, &n) in engine.provisional_open_cases() {
+            *report.provisional_open.entry(year).or_insert(0) += n as u64;
+        }
+    }
+    report.missing_years = crate::core::calendar::missing_years(
+        calendar.covered_years(),
+        calendar.local_date(wall),
+        warn_from,
+    );
+    report
+}

@@ -5,6 +5,7 @@
 
 mod alerts;
 mod bulletin;
+mod calendar;
 mod cli;
 mod contract;
 mod docker;

@@ -118,6 +118,7 @@ pub async fn tables_as_csv(db: &TestDb) -> BTreeMap<&'static str, Vec<Vec<String
                     r.alert_level.to_string(),
                     r.rating.map(|v| v.to_string()).unwrap_or_default(),
                     r.events.to_string(),
+                    r.calendar_provisional.to_string(),
                 ]
             })
             .collect(),

@@ -4,7 +4,7 @@
 use ::clickhouse::Client;
 
 /// The migrations, embedded: (version, name, SQL).
-pub const MIGRATIONS: [(u32, &str, &str); 2] = [
+pub const MIGRATIONS: [(u32, &str, &str); 3] = [
     (
         1,
         "tables",
@@ -14,6 +14,11 @@ pub const MIGRATIONS: [(u32, &str, &str); 2] = [
         2,
         "views",
         include_str!("../../../schemas/clickhouse/0002_views.sql"),
+    ),
+    (
+        3,
+        "calendar_provisional",
+        include_str!("../../../schemas/clickhouse/0003_calendar_provisional.sql"),
     ),
 ];
 
@@ -95,13 +100,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_migration_splits_into_create_statements() {
+    fn every_migration_splits_into_create_or_alter_statements() {
         for (_, _, sql) in MIGRATIONS {
             let s = statements(sql);
             assert!(!s.is_empty());
             assert!(
-                s.iter()
-                    .all(|st| st.starts_with("CREATE ") && !st.contains(";\n")),
+                s.iter().all(
+                    |st| (st.starts_with("CREATE ") || st.starts_with("ALTER TABLE "))
+                        && !st.contains(";\n")
+                ),
                 "{s:?}"
             );
         }

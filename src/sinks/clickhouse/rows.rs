@@ -105,6 +105,8 @@ pub struct CaseRecord {
     pub topic: Text,
     pub partition: u32,
     pub version: u64,
+    /// 1 while a deadline or working time depends on a year without holiday data (SPEC §2).
+    pub calendar_provisional: u8,
 }
 
 impl CaseRecord {
@@ -146,6 +148,7 @@ impl CaseRecord {
             topic: Text::new(&origin.topic),
             partition: origin.partition,
             version: 0,
+            calendar_provisional: u8::from(f.provisional_year.is_some()),
         }
     }
 }
@@ -291,6 +294,8 @@ pub struct AlertRecord {
     pub topic: String,
     pub partition: u32,
     pub version: u64,
+    /// 1 when the case's deadlines were guessed for a year without holiday data (SPEC §2).
+    pub calendar_provisional: u8,
 }
 
 /// The `anomalies` and `alerts` rows of an anomaly change.
@@ -340,6 +345,7 @@ pub fn anomaly_records(
             topic: origin.topic.clone(),
             partition: origin.partition,
             version: 0,
+            calendar_provisional: u8::from(f.provisional_year.is_some()),
         },
     )
 }
