@@ -129,9 +129,7 @@ pub fn parse_notice(text: &str) -> Result<Notice, NoticeError> {
                 None => return Err(fail(format!("unknown holiday name {part:?}"))),
             }
         }
-        let days = ItemReader::new(year, body)
-            .read()
-            .map_err(fail)?;
+        let days = ItemReader::new(year, body).read().map_err(fail)?;
         items.push((
             i,
             Holiday {

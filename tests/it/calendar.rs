@@ -308,3 +308,125 @@ async fn importing_the_next_year_clears_provisional_deadlines_in_a_running_consu
     );
     child.kill();
 }
+
+#[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, serde::Deserialize)]
+struct Card {
+    kind: String,
+    detected_at: u32,
+    revoked: u8,
+    calendar_provisional: u8,
+}
+
+/// The issue's case one year earlier, so it is in the past whatever today is: accepted Saturday
+/// 2025-12-20 with 15 working days while the directory ends with 2025; engine time (event
+/// clock) 2026-01-10 12:00. Mon–Fri guesses the deadline 2026-01-10 00:00 and raises `overdue`;
+/// the 2026 notice (New Year Jan 1–3 off, Sunday Jan 4 worked) puts it at 2026-01-13 00:00, so
+/// importing it revokes the card and clears the flag, in the running consumer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn importing_the_notice_revokes_the_cards_a_guessed_calendar_raised() {
+    let db = TestDb::new().await;
+    let topics = TestTopics::new(1, 1).await;
+    let topic = topics.name(0).to_string();
+    run_ok(casewatch(&db).arg("migrate"));
+    let holidays = tempfile::tempdir().unwrap();
+    for year in 2007..=2025 {
+        std::fs::copy(
+            format!("{SHIPPED}/{year}.json"),
+            holidays.path().join(format!("{year}.json")),
+        )
+        .unwrap();
+    }
+    let event = |id: &str, case: &str, at: &str| {
+        serde_json::json!({
+            "version": 1, "event_id": id, "case_id": case, "type": "accepted",
+            "occurred_at": at, "source": "hall", "center_id": "C001", "window_id": "W01",
+            "item": {"code": "W01-001", "kind": "promised", "promised_days": 15}
+        })
+        .to_string()
+    };
+    produce(
+        &db,
+        &topic,
+        &[
+            event("g-1", "GUESS-1", "2025-12-20T10:00:00+08:00"),
+            // Another case's event moves engine time to 2026-01-10 12:00.
+            event("g-2", "LATER-1", "2026-01-10T12:00:00+08:00"),
+        ],
+    )
+    .await;
+    let mut child = spawn(
+        service(&db, &topic)
+            .env("CASEWATCH__CALENDAR__HOLIDAYS_DIR", holidays.path())
+            .env("CASEWATCH__ENGINE__CLOCK", "event")
+            .arg("run"),
+    );
+    let client = db.client();
+    let cards = || {
+        let client = client.clone();
+        async move {
+            client
+                .query(
+                    "SELECT kind, toUInt32(detected_at) AS detected_at, revoked, calendar_provisional \
+                     FROM alerts FINAL WHERE case_id = 'GUESS-1' ORDER BY kind",
+                )
+                .fetch_all::<Card>()
+                .await
+                .unwrap()
+        }
+    };
+    let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp() as u32;
+    let guessed = eventually(90, "the guessed overdue card", || async {
+        let c = cards().await;
+        c.iter().any(|c| c.kind == "overdue").then_some(c)
+    })
+    .await;
+    let overdue = guessed.iter().find(|c| c.kind == "overdue").unwrap();
+    assert_eq!(
+        (
+            overdue.detected_at,
+            overdue.revoked,
+            overdue.calendar_provisional
+        ),
+        (at("2026-01-10T00:00:00+08:00"), 0, 1)
+    );
+
+    let out = import(holidays.path(), &[&format!("{NOTICES}/2026.txt")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let real = eventually(60, "the revocation", || async {
+        let c = cards().await;
+        c.iter()
+            .any(|c| c.kind == "overdue" && c.revoked == 1)
+            .then_some(c)
+    })
+    .await;
+    // The warning still holds, from its real instant, and is no longer provisional.
+    let warning = real.iter().find(|c| c.kind == "deadline_warning").unwrap();
+    assert_eq!(
+        (
+            warning.detected_at,
+            warning.revoked,
+            warning.calendar_provisional
+        ),
+        (at("2026-01-09T00:00:00+08:00"), 0, 0)
+    );
+    let row: Flagged = client
+        .query(
+            "SELECT toUInt32(assumeNotNull(promised_deadline)) AS deadline, calendar_provisional \
+                FROM cases FINAL WHERE case_id = 'GUESS-1'",
+        )
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(
+        row,
+        Flagged {
+            deadline: at("2026-01-13T00:00:00+08:00"),
+            calendar_provisional: 0
+        }
+    );
+    child.kill();
+}
