@@ -472,6 +472,14 @@ impl Config {
         load_holiday_dir(Path::new(&self.calendar.holidays_dir))
     }
 
+    /// An engine with the configured rules and calendars.
+    pub fn new_engine(&self) -> Result<crate::core::engine::Engine, ConfigError> {
+        Ok(crate::core::engine::Engine::new(
+            self.rules()?,
+            self.calendars()?,
+        ))
+    }
+
     /// The calendars of the configured centres plus the default.
     pub fn calendars(&self) -> Result<Calendars, ConfigError> {
         let holidays = self.holidays()?;

@@ -642,8 +642,7 @@ pub async fn send_test(
         );
         rows.push(r);
     }
-    let mut writer = ClickhouseWriter::new(client);
-    writer.max_attempts = Some(3);
+    let writer = ClickhouseWriter::new(client).with_max_attempts(3);
     if let Err(e) = writer.insert_all("alert_deliveries", &rows).await {
         eprintln!("warning: attempts not recorded in clickhouse: {e}");
     }

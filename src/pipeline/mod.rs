@@ -8,7 +8,12 @@
 //! (never from local disk); events delivered again after that are duplicates by event id and
 //! change nothing, and every output row is an absolute value, so rewriting it is harmless.
 
+pub mod consumer;
+pub mod flush;
 pub mod kafka;
+mod rebalance;
+pub mod replay;
+pub mod service;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

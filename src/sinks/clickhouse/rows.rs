@@ -389,6 +389,17 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// Appends another batch's rows (checkpoints included).
+    pub fn merge(&mut self, b: Batch) {
+        self.events.extend(b.events);
+        self.dead_letters.extend(b.dead_letters);
+        self.cases.extend(b.cases);
+        self.daily.extend(b.daily);
+        self.anomalies.extend(b.anomalies);
+        self.alerts.extend(b.alerts);
+        self.checkpoints.extend(b.checkpoints);
+    }
+
     /// True when there is nothing to write.
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()

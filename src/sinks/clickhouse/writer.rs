@@ -60,20 +60,21 @@ fn error_code(text: &str) -> Option<u32> {
 /// Called with the text of each failed write attempt.
 pub type ErrorHook = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
 
-/// Writes batches; cheap to clone.
+/// Writes batches; cheap to clone. Built with [`ClickhouseWriter::new`] and the `with_*`
+/// methods.
 #[derive(Clone)]
 pub struct ClickhouseWriter {
     client: Client,
     /// First retry delay; doubles up to `max_backoff`.
-    pub initial_backoff: Duration,
-    pub max_backoff: Duration,
+    initial_backoff: Duration,
+    max_backoff: Duration,
     /// Give up after this many attempts (None: retry until it works — the pipeline's choice,
     /// since dropping rows is never an option).
-    pub max_attempts: Option<u32>,
+    max_attempts: Option<u32>,
     /// Called after each failed attempt (metrics, health).
-    pub on_error: Option<ErrorHook>,
+    on_error: Option<ErrorHook>,
     /// Limit of one attempt; a hung request is abandoned and retried.
-    pub attempt_timeout: Duration,
+    attempt_timeout: Duration,
 }
 
 impl ClickhouseWriter {
@@ -87,6 +88,24 @@ impl ClickhouseWriter {
             on_error: None,
             attempt_timeout: Duration::from_secs(30),
         }
+    }
+
+    /// Gives up after `attempts` attempts instead of retrying until the write succeeds.
+    pub fn with_max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = Some(attempts);
+        self
+    }
+
+    /// Calls `hook` with the text of each failed attempt.
+    pub fn with_error_hook(mut self, hook: ErrorHook) -> Self {
+        self.on_error = Some(hook);
+        self
+    }
+
+    /// Abandons (and retries) an attempt after `timeout`.
+    pub fn with_attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = timeout;
+        self
     }
 
     /// The client.

@@ -1,0 +1,506 @@
+//! `casewatch run`'s consumer loop: a synchronous `BaseConsumer` polled on one dedicated
+//! thread; ClickHouse I/O runs on the tokio runtime through `Handle::block_on`. Keeping the loop
+//! synchronous lets rdkafka's rebalance callbacks ([`super::rebalance`]), which run inside
+//! `poll` on this thread, flush and commit revoked partitions and rebuild assigned ones before
+//! any of their messages are handled.
+//!
+//! The loop only dispatches: each poll hands a message to [`ConsumerLoop::on_message`], runs
+//! the periodic work of [`ConsumerLoop::on_tick`] when it is due, starts a flush when one is
+//! due ([`ConsumerLoop::flush_if_due`]), commits what has landed, and checks for idleness; a
+//! signal ends it with [`ConsumerLoop::drain`].
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant as StdInstant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use tokio::runtime::Handle;
+
+use super::flush::FlushPipeline;
+use super::kafka::{consumer_config, DeadLetters};
+use super::rebalance::{lock, Context, Shared};
+use super::{calendar_report, Handled, PartitionProcessor};
+use crate::alerts::deliver::Dispatcher;
+use crate::config::{ClockMode, Config};
+use crate::core::calendar::WorkCalendar;
+use crate::core::engine::Engine;
+use crate::metrics::Metrics;
+use crate::sinks::clickhouse::ClickhouseWriter;
+
+/// How `run` ends.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Stop once no message has arrived for this long and every assigned partition is flushed
+    /// (for demos, benchmarks and tests; a service runs until it is signalled).
+    pub exit_when_idle: Option<Duration>,
+}
+
+/// A periodic timer: due once every `every`.
+struct Every {
+    every: Duration,
+    last: StdInstant,
+}
+
+impl Every {
+    fn new(every: Duration) -> Self {
+        Self {
+            every,
+            last: StdInstant::now(),
+        }
+    }
+
+    /// Whether the period has passed at `now`; if so the next one starts.
+    fn due(&mut self, now: StdInstant) -> bool {
+        if now.duration_since(self.last) < self.every {
+            return false;
+        }
+        self.last = now;
+        true
+    }
+}
+
+/// The wall clock of the `future_timestamp` rule and of live engine time, read at most every
+/// 100 ms (its tolerance is minutes), not per message; always fresh after a long wait (a flush
+/// while ClickHouse is down), since it is refreshed right after each poll.
+struct WallClock {
+    now: i64,
+    read: Every,
+}
+
+impl WallClock {
+    fn new() -> Self {
+        Self {
+            now: chrono::Utc::now().timestamp(),
+            read: Every::new(Duration::from_millis(100)),
+        }
+    }
+
+    fn refresh(&mut self, now: StdInstant) {
+        if self.read.due(now) {
+            self.now = chrono::Utc::now().timestamp();
+        }
+    }
+}
+
+/// The holiday files as last loaded: reloaded when the directory changes (SPEC §2).
+struct CalendarWatch {
+    stamp: Option<(std::time::SystemTime, usize)>,
+    /// The default calendar (coverage and "today" for the missing-year warning).
+    default: Arc<WorkCalendar>,
+    warn_from: (u32, u32),
+}
+
+/// The newest modification time and count of the holiday files (None when embedded).
+fn holidays_stamp(dir: &str) -> Option<(std::time::SystemTime, usize)> {
+    if dir.is_empty() {
+        return None;
+    }
+    let entries: Vec<std::fs::DirEntry> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .collect();
+    let newest = entries
+        .iter()
+        .filter_map(|e| e.metadata().ok()?.modified().ok())
+        .max()?;
+    Some((newest, entries.len()))
+}
+
+/// The periodic work of the loop.
+struct Timers {
+    tick: Every,
+    flush: Every,
+    lag: Every,
+    calendar: Every,
+    rescan: Every,
+}
+
+/// The consumer of `casewatch run` (see the module doc).
+pub struct ConsumerLoop {
+    cfg: Config,
+    shared: Arc<Mutex<Shared>>,
+    /// Never dropped: closing leaves the group, which can hang forever against tansu (seen in
+    /// rd_kafka_consumer_close), and an error return would then never be reported. Everything
+    /// is flushed and committed before `run` returns; the broker expires the member after its
+    /// session timeout, and a static `kafka.instance_id` gets its partitions back at once.
+    consumer: std::mem::ManuallyDrop<BaseConsumer<Context>>,
+    dead_letters: DeadLetters,
+    metrics: Arc<Metrics>,
+    dispatcher: Option<Dispatcher>,
+    timers: Timers,
+    wall: WallClock,
+    calendar: CalendarWatch,
+    /// When the last message arrived (cells: a message borrows the consumer while it is handled).
+    last_message: Cell<StdInstant>,
+    /// Dead letters handed in since the last flush (they make a flush due too).
+    pending_dead_letters: Cell<usize>,
+}
+
+impl ConsumerLoop {
+    /// A consumer for `cfg`, writing through `rt`, reporting into `metrics`.
+    pub fn new(cfg: &Config, rt: &Handle, metrics: &Arc<Metrics>) -> anyhow::Result<Self> {
+        let errors = metrics.clone();
+        let writer = ClickhouseWriter::new(crate::sinks::clickhouse::client(&cfg.clickhouse))
+            .with_error_hook(Arc::new(move |_e: &str| errors.clickhouse_errors.inc()))
+            .with_attempt_timeout(Duration::from_secs(cfg.clickhouse.timeout_secs.max(1)));
+        let dispatcher = if cfg.alerts.routes.is_empty() {
+            None
+        } else {
+            let _runtime = rt.enter();
+            Some(Dispatcher::start(
+                Arc::new(cfg.clone()),
+                crate::sinks::clickhouse::client(&cfg.clickhouse),
+                metrics.clone(),
+            )?)
+        };
+        let flush = FlushPipeline::new(writer, rt.clone());
+        let shared = Arc::new(Mutex::new(Shared::new(
+            cfg.clone(),
+            rt.clone(),
+            flush,
+            metrics.clone(),
+            dispatcher.clone(),
+        )));
+        let consumer = consumer_config(&cfg.kafka, &cfg.kafka.group_id, true).create_with_context(
+            Context {
+                shared: shared.clone(),
+            },
+        )?;
+        let pipeline = &cfg.pipeline;
+        Ok(Self {
+            cfg: cfg.clone(),
+            shared,
+            consumer: std::mem::ManuallyDrop::new(consumer),
+            dead_letters: DeadLetters::new(&cfg.kafka)?,
+            metrics: metrics.clone(),
+            dispatcher,
+            timers: Timers {
+                tick: Every::new(Duration::from_millis(pipeline.tick_millis)),
+                flush: Every::new(Duration::from_millis(pipeline.batch_millis)),
+                lag: Every::new(Duration::from_secs(2)),
+                calendar: Every::new(Duration::from_secs(10)),
+                rescan: Every::new(Duration::from_secs(cfg.alerts.rescan_secs.max(1))),
+            },
+            wall: WallClock::new(),
+            calendar: CalendarWatch {
+                stamp: holidays_stamp(&cfg.calendar.holidays_dir),
+                default: cfg.calendars()?.default,
+                warn_from: cfg.calendar.warn_from()?,
+            },
+            last_message: Cell::new(StdInstant::now()),
+            pending_dead_letters: Cell::new(0),
+        })
+    }
+
+    /// Consumes until `stop` is set (or idleness, with `exit_when_idle`), then drains.
+    pub fn run(mut self, stop: &AtomicBool, opts: RunOptions) -> anyhow::Result<()> {
+        self.consumer.subscribe(&[&self.cfg.kafka.topic])?;
+        self.metrics.ready.store(true, Ordering::Relaxed);
+        tracing::info!(topic = %self.cfg.kafka.topic, group = %self.cfg.kafka.group_id, "consuming");
+        loop {
+            if let Some(fatal) = lock(&self.shared).fatal.take() {
+                anyhow::bail!(fatal);
+            }
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let polled = self.consumer.poll(Duration::from_millis(50));
+            let now = StdInstant::now();
+            self.wall.refresh(now);
+            match polled {
+                Some(Ok(msg)) => self.on_message(&msg, now)?,
+                Some(Err(e)) => {
+                    self.metrics.broker_errors.inc();
+                    self.metrics.broker_up.set(0);
+                    tracing::warn!(error = %e, "kafka error; retrying");
+                }
+                None => {}
+            }
+            if self.timers.tick.due(now) {
+                self.on_tick(now);
+            }
+            let pending = self.flush_if_due(now)?;
+            self.commit_landed(CommitMode::Async)?;
+            if self.is_idle(opts, pending) {
+                tracing::info!("idle: stopping");
+                break;
+            }
+        }
+        self.drain();
+        Ok(())
+    }
+
+    /// One message: handed to its partition's processor; a dead letter also goes to its topic.
+    fn on_message(&self, msg: &BorrowedMessage<'_>, now: StdInstant) -> anyhow::Result<()> {
+        self.last_message.set(now);
+        self.metrics.broker_up.set(1);
+        let (partition, offset) = (msg.partition(), msg.offset().max(0) as u64);
+        let payload = msg.payload().unwrap_or_default();
+        let mut guard = lock(&self.shared);
+        let s = &mut *guard;
+        let Some(p) = s.processors.get_mut(&partition) else {
+            tracing::warn!(
+                partition,
+                "message for a partition not assigned here; skipped"
+            );
+            return Ok(());
+        };
+        self.metrics.consumed.inc();
+        let mut handled = p.handle(offset, payload, self.wall.now);
+        if handled == Handled::Evicted {
+            // The case's events are read back from ClickHouse: let the write land first.
+            s.finish_flush()?;
+            if let Some(p) = s.processors.get_mut(&partition) {
+                restore_evicted(p, payload, &s.rt, s.flush.writer().client())?;
+                handled = p.handle(offset, payload, self.wall.now);
+            }
+        }
+        match handled {
+            Handled::Applied | Handled::Evicted => self.metrics.applied.inc(),
+            Handled::Duplicate => self.metrics.duplicates.inc(),
+            Handled::DeadLetter(reason) => {
+                self.metrics.dead_letter(&reason.to_string());
+                self.pending_dead_letters
+                    .set(self.pending_dead_letters.get() + 1);
+                let key = msg.key().unwrap_or_default();
+                self.dead_letters
+                    .send(partition, offset, key, payload, &reason.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// The periodic work: live engine time, holiday reloads, gauges, lag and alert rescans.
+    fn on_tick(&mut self, now: StdInstant) {
+        if self.cfg.engine.clock == ClockMode::Wall {
+            for p in lock(&self.shared).processors.values_mut() {
+                p.engine.advance_to(self.wall.now);
+            }
+        }
+        if self.timers.calendar.due(now) {
+            self.reload_calendars_if_changed();
+        }
+        self.publish_gauges();
+        if self.timers.lag.due(now) {
+            let caught_up = self.measure_lag();
+            self.rescan_alerts(now, &caught_up);
+        }
+    }
+
+    /// Reloads the holiday files when the directory changed; open cases are recomputed.
+    fn reload_calendars_if_changed(&mut self) {
+        let stamp = holidays_stamp(&self.cfg.calendar.holidays_dir);
+        if stamp == self.calendar.stamp {
+            return;
+        }
+        self.calendar.stamp = stamp;
+        match self.cfg.calendars() {
+            Ok(calendars) => {
+                self.calendar.default = calendars.default.clone();
+                for p in lock(&self.shared).processors.values_mut() {
+                    p.engine.reload_calendars(calendars.clone());
+                }
+                tracing::info!(dir = %self.cfg.calendar.holidays_dir, "holiday data changed: calendars reloaded, deadlines recomputed");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "holiday data changed but cannot be read; keeping the old calendars")
+            }
+        }
+    }
+
+    /// Open cases, and the calendar coverage report (logged when it changes).
+    fn publish_gauges(&self) {
+        let s = lock(&self.shared);
+        let engines = || s.processors.values().map(|p| &p.engine);
+        let open: usize = engines().map(Engine::open_case_count).sum();
+        self.metrics.cases_in_memory.set(open as i64);
+        let report = calendar_report(
+            engines(),
+            &self.calendar.default,
+            self.wall.now,
+            self.calendar.warn_from,
+        );
+        if self.metrics.set_calendar(report) {
+            for line in self.metrics.calendar_lines() {
+                tracing::warn!("{line}");
+            }
+        }
+    }
+
+    /// Lag of every assigned partition (one watermark request each); releases the held
+    /// partitions that are within `alerts.hold_lag` and returns them.
+    fn measure_lag(&self) -> Vec<i32> {
+        let mut s = lock(&self.shared);
+        let mut caught_up = Vec::new();
+        for (&partition, p) in &s.processors {
+            let watermarks = self.consumer.fetch_watermarks(
+                &self.cfg.kafka.topic,
+                partition,
+                Duration::from_millis(500),
+            );
+            match watermarks {
+                Ok((_, high)) => {
+                    self.metrics.broker_up.set(1);
+                    let lag = high - p.next_offset as i64;
+                    self.metrics.set_lag(partition, Some(lag));
+                    if lag <= self.cfg.alerts.hold_lag && s.held.contains(&partition) {
+                        caught_up.push(partition);
+                    }
+                }
+                Err(e) => {
+                    self.metrics.broker_up.set(0);
+                    tracing::warn!(error = %e, "broker unreachable; retrying");
+                }
+            }
+        }
+        for p in &caught_up {
+            s.held.remove(p);
+        }
+        caught_up
+    }
+
+    /// The outbox scan: the partitions that just caught up deliver what was held (if it still
+    /// holds), and every `alerts.rescan_secs` all partitions that are not held.
+    fn rescan_alerts(&mut self, now: StdInstant, caught_up: &[i32]) {
+        let Some(d) = &self.dispatcher else {
+            return;
+        };
+        let topic = &self.cfg.kafka.topic;
+        let partitions: Vec<i32> = if self.timers.rescan.due(now) {
+            let s = lock(&self.shared);
+            s.processors
+                .keys()
+                .filter(|p| !s.held.contains(p))
+                .copied()
+                .collect()
+        } else {
+            caught_up.to_vec()
+        };
+        d.rescan(
+            partitions
+                .into_iter()
+                .map(|p| (topic.clone(), p as u32))
+                .collect(),
+        );
+    }
+
+    /// Starts a flush when the batch is full or old enough; returns the events pending.
+    fn flush_if_due(&mut self, now: StdInstant) -> anyhow::Result<usize> {
+        let mut s = lock(&self.shared);
+        s.finish_flush_if_done()?;
+        let pending: usize = s.processors.values().map(|p| p.pending_events()).sum();
+        let bytes: usize = s.processors.values().map(|p| p.pending_bytes()).sum();
+        let pipeline = &self.cfg.pipeline;
+        let since = now.duration_since(self.timers.flush.last);
+        let due = pending >= pipeline.batch_events
+            || bytes >= pipeline.batch_bytes
+            || (since >= self.timers.flush.every
+                && (pending > 0 || self.pending_dead_letters.get() > 0))
+            || since >= self.timers.flush.every * 4;
+        if due {
+            s.start_flush(None)?;
+            self.pending_dead_letters.set(0);
+            self.timers.flush.last = StdInstant::now();
+        }
+        Ok(pending)
+    }
+
+    /// Commits the offsets whose rows are in ClickHouse.
+    fn commit_landed(&self, mode: CommitMode) -> anyhow::Result<()> {
+        let Some(offsets) = lock(&self.shared).take_committable()? else {
+            return Ok(());
+        };
+        // Dead letters must reach their topic before the offsets that produced them are committed.
+        self.dead_letters.flush()?;
+        if let Err(e) = self.consumer.commit(&offsets, mode) {
+            tracing::warn!(error = %e, "offset commit failed; clickhouse checkpoints stay authoritative");
+        }
+        Ok(())
+    }
+
+    /// With `exit_when_idle`: partitions assigned, nothing new for that long, every partition
+    /// at its high watermark, nothing pending and every alert handed over.
+    fn is_idle(&self, opts: RunOptions, pending: usize) -> bool {
+        let Some(idle) = opts.exit_when_idle else {
+            return false;
+        };
+        if self.last_message.get().elapsed() < idle || pending > 0 {
+            return false;
+        }
+        let alerts_done = self.dispatcher.as_ref().is_none_or(Dispatcher::is_idle) && {
+            let s = lock(&self.shared);
+            s.held.is_empty() && s.flush.is_idle()
+        };
+        alerts_done && self.caught_up()
+    }
+
+    /// Whether partitions are assigned and each has been read up to its high watermark.
+    fn caught_up(&self) -> bool {
+        let s = lock(&self.shared);
+        !s.processors.is_empty()
+            && s.processors.iter().all(|(&partition, p)| {
+                self.consumer
+                    .fetch_watermarks(&self.cfg.kafka.topic, partition, Duration::from_secs(2))
+                    .is_ok_and(|(_, high)| p.next_offset as i64 >= high)
+            })
+    }
+
+    /// Graceful shutdown: flush and commit within the drain deadline. Nothing is lost when it
+    /// fails: the next owner rebuilds from the last checkpoint and re-reads the rest.
+    fn drain(self) {
+        let drain = Duration::from_secs(self.cfg.pipeline.drain_timeout_secs);
+        let started = StdInstant::now();
+        let flushed = {
+            let mut s = lock(&self.shared);
+            s.flush.set_deadline(drain);
+            s.start_flush(None).and_then(|()| s.finish_flush())
+        };
+        match flushed.and_then(|()| self.commit_landed(CommitMode::Sync)) {
+            Ok(()) => tracing::info!(
+                seconds = started.elapsed().as_secs_f64(),
+                "flushed and committed; stopping"
+            ),
+            Err(e) => tracing::warn!(
+                error = %e,
+                deadline = drain.as_secs(),
+                "could not flush before the drain deadline; the next start redoes the last batch"
+            ),
+        }
+        self.metrics.ready.store(false, Ordering::Relaxed);
+        self.consumer.unsubscribe();
+    }
+}
+
+/// Brings an evicted case back from the events stored in ClickHouse.
+fn restore_evicted(
+    p: &mut PartitionProcessor,
+    payload: &[u8],
+    rt: &Handle,
+    client: &::clickhouse::Client,
+) -> anyhow::Result<()> {
+    let case_id = match crate::core::event::parse_event(payload, i64::MAX / 4) {
+        Ok(e) => e.case_id,
+        Err(_) => return Ok(()),
+    };
+    let payloads: Vec<String> = rt.block_on(
+        client
+            .query("SELECT payload FROM events FINAL WHERE case_id = ? AND topic = ? AND partition = ? ORDER BY offset")
+            .bind(case_id.as_str())
+            .bind(&p.origin.topic)
+            .bind(p.origin.partition)
+            .fetch_all::<String>(),
+    )?;
+    let mut scratch = Engine::new(p.engine.rules().clone(), p.engine.calendars().clone());
+    for raw in &payloads {
+        if let Ok(e) = crate::core::event::parse_event(raw.as_bytes(), i64::MAX / 4) {
+            scratch.apply(&e);
+        }
+    }
+    match scratch.snapshot_case(&case_id) {
+        Some(snapshot) => p.engine.restore_case(&snapshot),
+        None => p.engine.forget_eviction(&case_id),
+    }
+    Ok(())
+}
