@@ -209,7 +209,7 @@ pub fn monthly_sums(
     for (day, center, window, _item, c) in daily {
         let sums = months
             .entry((day[..7].to_string(), center.clone(), window.clone()))
-            .or_insert([0; 22]);
+            .or_insert(crate::core::aggregate::ZERO);
         for (s, v) in sums.iter_mut().zip(c) {
             *s += v;
         }

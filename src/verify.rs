@@ -34,7 +34,7 @@ pub fn expected_daily(
             c.window_id.to_string(),
             c.item_code.to_string(),
         );
-        out.entry(key).or_insert([0; 22])[counter as usize] += v;
+        out.entry(key).or_insert(crate::core::aggregate::ZERO)[counter as usize] += v;
     };
     for c in cases {
         if let Some(t) = c.submitted_at {
@@ -79,8 +79,8 @@ pub fn expected_daily(
         };
         let k = match level.as_str() {
             "warning" => counter::ALERTS_WARNING,
-            "yellow" => counter::ALERTS_WARNING + 1,
-            _ => counter::ALERTS_WARNING + 2,
+            "yellow" => counter::ALERTS_YELLOW,
+            _ => counter::ALERTS_RED,
         };
         add(c, *detected_at, k, 1);
         add(c, *detected_at, counter::ANOMALIES, 1);
@@ -95,11 +95,17 @@ pub fn compare(expected: &DailyTable, actual: &DailyTable) -> Vec<String> {
     let keys: std::collections::BTreeSet<_> = expected.keys().chain(actual.keys()).collect();
     for k in keys {
         let (e, a) = (
-            expected.get(k).copied().unwrap_or([0; 22]),
-            actual.get(k).copied().unwrap_or([0; 22]),
+            expected
+                .get(k)
+                .copied()
+                .unwrap_or(crate::core::aggregate::ZERO),
+            actual
+                .get(k)
+                .copied()
+                .unwrap_or(crate::core::aggregate::ZERO),
         );
         if e != a {
-            let fields: Vec<String> = (0..22)
+            let fields: Vec<String> = (0..crate::core::aggregate::COUNTERS)
                 .filter(|&i| e[i] != a[i])
                 .map(|i| format!("{} expected {} found {}", COUNTER_NAMES[i], e[i], a[i]))
                 .collect();
@@ -133,13 +139,11 @@ pub async fn verify_command(cfg: &Config, from: NaiveDate, to: NaiveDate) -> any
     let mut expected = expected_daily(&cases, &anomalies, &calendars);
     expected.retain(|k, _| (first..=last).contains(&k.0));
     let rows: Vec<crate::sinks::clickhouse::rows::DailyRecord> = client
-        .query(
-            "SELECT day, center_id, window_id, item_code, received, accepted, not_accepted, completed, completed_promised, \
-             completed_on_time, completed_early, completed_on_site, withdrawn, became_overdue, handling_seconds, \
-             promised_seconds, rating_1, rating_2, rating_3, rating_4, rating_5, default_evaluations, alerts_warning, \
-             alerts_yellow, alerts_red, anomalies, '' AS topic, toUInt32(0) AS partition, toUInt64(0) AS version \
-             FROM window_daily WHERE day >= toDate(?) AND day <= toDate(?)",
-        )
+        .query(&format!(
+            "SELECT day, center_id, window_id, item_code, {}, '' AS topic, toUInt32(0) AS partition, \
+             toUInt64(0) AS version FROM window_daily WHERE day >= toDate(?) AND day <= toDate(?)",
+            crate::core::aggregate::counter_sql(str::to_string)
+        ))
         .bind(from.to_string())
         .bind(to.to_string())
         .fetch_all()

@@ -141,28 +141,29 @@ fn last_day(year: i32, month: u32) -> NaiveDate {
     first_day(y, m).pred_opt().expect("a day before")
 }
 
-/// Sums of `window_daily` over some days (one window, or the whole centre).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Row, Deserialize)]
-pub struct Sums {
-    pub received: i64,
-    pub accepted: i64,
-    pub completed: i64,
-    pub completed_promised: i64,
-    pub completed_on_time: i64,
-    pub completed_early: i64,
-    pub completed_on_site: i64,
-    pub became_overdue: i64,
-    pub handling_seconds: i64,
-    pub promised_seconds: i64,
-    pub rating_1: i64,
-    pub rating_2: i64,
-    pub rating_3: i64,
-    pub rating_4: i64,
-    pub rating_5: i64,
-    pub default_evaluations: i64,
-    pub alerts_warning: i64,
-    pub alerts_yellow: i64,
-    pub alerts_red: i64,
+macro_rules! sums {
+    ($($name:ident $constant:ident),* $(,)?) => {
+        /// Sums of `window_daily` over some days (one window, or the whole centre): every
+        /// counter of [`crate::window_counters`], read with [`sums_sql`].
+        #[derive(Debug, Clone, Default, PartialEq, Eq, Row, Deserialize)]
+        pub struct Sums {
+            $(pub $name: i64,)*
+        }
+
+        impl Sums {
+            /// Adds another sum to this one.
+            pub fn add(&mut self, other: &Sums) {
+                $(self.$name += other.$name;)*
+            }
+        }
+    };
+}
+
+crate::window_counters!(sums);
+
+/// `sum(received), sum(accepted), …`: the columns of [`Sums`], in order.
+fn sums_sql() -> String {
+    crate::core::aggregate::counter_sql(|c| format!("sum({c})"))
 }
 
 /// The seven rates, in ten-thousandths (None: no denominator).
@@ -288,12 +289,6 @@ impl Figures {
     }
 }
 
-const SUMS: &str = "sum(received), sum(accepted), sum(completed), sum(completed_promised), \
-    sum(completed_on_time), sum(completed_early), sum(completed_on_site), sum(became_overdue), \
-    sum(handling_seconds), sum(promised_seconds), sum(rating_1), sum(rating_2), sum(rating_3), \
-    sum(rating_4), sum(rating_5), sum(default_evaluations), sum(alerts_warning), \
-    sum(alerts_yellow), sum(alerts_red)";
-
 async fn totals(
     client: &clickhouse::Client,
     center: Option<&str>,
@@ -301,7 +296,8 @@ async fn totals(
 ) -> Result<Sums, clickhouse::error::Error> {
     let rows: Vec<Sums> = client
         .query(&format!(
-            "SELECT {SUMS} FROM window_daily WHERE day >= toDate(?) AND day <= toDate(?) AND (? = '' OR center_id = ?)"
+            "SELECT {} FROM window_daily WHERE day >= toDate(?) AND day <= toDate(?) AND (? = '' OR center_id = ?)",
+            sums_sql()
         ))
         .bind(from.to_string())
         .bind(to.to_string())
@@ -334,9 +330,10 @@ pub async fn load(
     let end = local_midnight(&calendar, days.1.succ_opt().expect("a next day"));
     let rows: Vec<WindowSums> = client
         .query(&format!(
-            "SELECT center_id, window_id, {SUMS} FROM window_daily \
+            "SELECT center_id, window_id, {} FROM window_daily \
              WHERE day >= toDate(?) AND day <= toDate(?) AND (? = '' OR center_id = ?) \
-             GROUP BY center_id, window_id ORDER BY center_id, window_id"
+             GROUP BY center_id, window_id ORDER BY center_id, window_id",
+            sums_sql()
         ))
         .bind(days.0.to_string())
         .bind(days.1.to_string())
@@ -371,7 +368,7 @@ pub async fn load(
                 if w.center_id.is_empty() {
                     w.center_id = r.center_id.clone();
                 }
-                add(&mut w.sums, &r.sums);
+                w.sums.add(&r.sums);
             }
             None => windows.push(WindowFigures {
                 center_id: r.center_id,
@@ -493,28 +490,6 @@ fn period_query(
         .bind(end)
         .bind(center.unwrap_or(""))
         .bind(center.unwrap_or(""))
-}
-
-fn add(into: &mut Sums, s: &Sums) {
-    into.received += s.received;
-    into.accepted += s.accepted;
-    into.completed += s.completed;
-    into.completed_promised += s.completed_promised;
-    into.completed_on_time += s.completed_on_time;
-    into.completed_early += s.completed_early;
-    into.completed_on_site += s.completed_on_site;
-    into.became_overdue += s.became_overdue;
-    into.handling_seconds += s.handling_seconds;
-    into.promised_seconds += s.promised_seconds;
-    into.rating_1 += s.rating_1;
-    into.rating_2 += s.rating_2;
-    into.rating_3 += s.rating_3;
-    into.rating_4 += s.rating_4;
-    into.rating_5 += s.rating_5;
-    into.default_evaluations += s.default_evaluations;
-    into.alerts_warning += s.alerts_warning;
-    into.alerts_yellow += s.alerts_yellow;
-    into.alerts_red += s.alerts_red;
 }
 
 /// Unix seconds of a local midnight in a calendar's timezone.

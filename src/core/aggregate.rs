@@ -8,54 +8,81 @@ use super::calendar::{Instant, WorkCalendar};
 use super::case::{Facts, Status, Sym};
 use super::rules::{AnomalyKind, Level, Rules};
 
-/// The `window_daily` counters, in the SPEC's column order.
-pub const COUNTER_NAMES: [&str; 22] = [
-    "received",
-    "accepted",
-    "not_accepted",
-    "completed",
-    "completed_promised",
-    "completed_on_time",
-    "completed_early",
-    "completed_on_site",
-    "withdrawn",
-    "became_overdue",
-    "handling_seconds",
-    "promised_seconds",
-    "rating_1",
-    "rating_2",
-    "rating_3",
-    "rating_4",
-    "rating_5",
-    "default_evaluations",
-    "alerts_warning",
-    "alerts_yellow",
-    "alerts_red",
-    "anomalies",
-];
-
-/// Index of each counter in [`Counters`].
-pub mod counter {
-    pub const RECEIVED: u8 = 0;
-    pub const ACCEPTED: u8 = 1;
-    pub const NOT_ACCEPTED: u8 = 2;
-    pub const COMPLETED: u8 = 3;
-    pub const COMPLETED_PROMISED: u8 = 4;
-    pub const COMPLETED_ON_TIME: u8 = 5;
-    pub const COMPLETED_EARLY: u8 = 6;
-    pub const COMPLETED_ON_SITE: u8 = 7;
-    pub const WITHDRAWN: u8 = 8;
-    pub const BECAME_OVERDUE: u8 = 9;
-    pub const HANDLING_SECONDS: u8 = 10;
-    pub const PROMISED_SECONDS: u8 = 11;
-    pub const RATING_1: u8 = 12;
-    pub const DEFAULT_EVALUATIONS: u8 = 17;
-    pub const ALERTS_WARNING: u8 = 18;
-    pub const ANOMALIES: u8 = 21;
+/// The one list of `window_daily` counters, in the SPEC's column order: `name CONSTANT`.
+///
+/// Every other definition derives from it by handing a macro to this one (`$then!` receives
+/// the list): the index constants, [`COUNTER_NAMES`] and [`Counters`] here, the ClickHouse row
+/// (`sinks::clickhouse::rows::DailyRecord`), the bulletin's sums and SQL, and `verify`. A new
+/// counter is one line here, its rule in [`diff`]'s inputs, and a migration for the columns.
+#[macro_export]
+macro_rules! window_counters {
+    ($then:ident) => {
+        $then! {
+            received RECEIVED,
+            accepted ACCEPTED,
+            not_accepted NOT_ACCEPTED,
+            completed COMPLETED,
+            completed_promised COMPLETED_PROMISED,
+            completed_on_time COMPLETED_ON_TIME,
+            completed_early COMPLETED_EARLY,
+            completed_on_site COMPLETED_ON_SITE,
+            withdrawn WITHDRAWN,
+            became_overdue BECAME_OVERDUE,
+            handling_seconds HANDLING_SECONDS,
+            promised_seconds PROMISED_SECONDS,
+            rating_1 RATING_1,
+            rating_2 RATING_2,
+            rating_3 RATING_3,
+            rating_4 RATING_4,
+            rating_5 RATING_5,
+            default_evaluations DEFAULT_EVALUATIONS,
+            alerts_warning ALERTS_WARNING,
+            alerts_yellow ALERTS_YELLOW,
+            alerts_red ALERTS_RED,
+            anomalies ANOMALIES,
+        }
+    };
 }
 
-/// The counters of one `window_daily` row.
-pub type Counters = [i64; 22];
+macro_rules! counter_definitions {
+    ($($name:ident $constant:ident),* $(,)?) => {
+        /// The `window_daily` counter columns, in the SPEC's order.
+        pub const COUNTER_NAMES: [&str; COUNTERS] = [$(stringify!($name)),*];
+
+        /// Index of each counter in [`Counters`].
+        pub mod counter {
+            #[repr(u8)]
+            #[allow(clippy::upper_case_acronyms, non_camel_case_types, dead_code)]
+            enum Index {
+                $($constant),*
+            }
+            $(
+                #[doc = concat!("`", stringify!($name), "`")]
+                pub const $constant: u8 = Index::$constant as u8;
+            )*
+        }
+
+        /// Number of counters.
+        pub const COUNTERS: usize = [$(stringify!($name)),*].len();
+    };
+}
+
+window_counters!(counter_definitions);
+
+/// The counters of one `window_daily` row, indexed by [`counter`].
+pub type Counters = [i64; COUNTERS];
+
+/// All counters zero.
+pub const ZERO: Counters = [0; COUNTERS];
+
+/// The counter columns as a SQL list, each written by `column` (e.g. `sum(received)`).
+pub fn counter_sql(column: impl Fn(&str) -> String) -> String {
+    COUNTER_NAMES
+        .iter()
+        .map(|c| column(c))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// The key of a `window_daily` row: local day (days since 1970-01-01), centre, window, item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -155,8 +182,8 @@ fn lifecycle_inputs_differ(a: &Facts, b: &Facts) -> bool {
 fn anomaly_entries(rules: &Rules, kind: AnomalyKind, at: Instant) -> [Entry; 2] {
     let level = match rules.level(kind) {
         Level::Warning => counter::ALERTS_WARNING,
-        Level::Yellow => counter::ALERTS_WARNING + 1,
-        Level::Red => counter::ALERTS_WARNING + 2,
+        Level::Yellow => counter::ALERTS_YELLOW,
+        Level::Red => counter::ALERTS_RED,
     };
     [
         Entry {

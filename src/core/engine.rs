@@ -820,7 +820,7 @@ impl DailyTable {
         *self.index.entry(key).or_insert_with(|| {
             rows.push(DailyRow {
                 key,
-                counters: [0; 22],
+                counters: crate::core::aggregate::ZERO,
                 dirty: false,
             });
             (rows.len() - 1) as u32

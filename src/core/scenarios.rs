@@ -933,7 +933,7 @@ fn assert_aggregates_match_cases(engine: &mut Engine) {
         let mut add = |t: Instant, c: u8, v: i64| {
             expected
                 .entry((cal.local_day(t), f.center, f.window, f.item_code))
-                .or_insert([0; 22])[c as usize] += v;
+                .or_insert(super::aggregate::ZERO)[c as usize] += v;
         };
         if let Some(t) = f.submitted_at.get() {
             add(t, counter::RECEIVED, 1);

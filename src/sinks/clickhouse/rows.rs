@@ -4,7 +4,7 @@
 use ::clickhouse::Row;
 use serde::{Deserialize, Serialize};
 
-use crate::core::aggregate::{Counters, DailyKey};
+use crate::core::aggregate::{counter, Counters, DailyKey};
 use crate::core::calendar::Instant;
 use crate::core::engine::{AnomalyRow, CaseRow, Interner};
 // Short string columns (ids, codes, names) are `Text`, inline up to 24 bytes like the event's
@@ -153,106 +153,46 @@ impl CaseRecord {
     }
 }
 
-/// `window_daily_parts`: one partition's `window_daily` row.
-#[derive(Debug, Clone, Row, Serialize, Deserialize, PartialEq, Eq)]
-pub struct DailyRecord {
-    pub day: u16,
-    pub center_id: String,
-    pub window_id: String,
-    pub item_code: String,
-    pub received: i64,
-    pub accepted: i64,
-    pub not_accepted: i64,
-    pub completed: i64,
-    pub completed_promised: i64,
-    pub completed_on_time: i64,
-    pub completed_early: i64,
-    pub completed_on_site: i64,
-    pub withdrawn: i64,
-    pub became_overdue: i64,
-    pub handling_seconds: i64,
-    pub promised_seconds: i64,
-    pub rating_1: i64,
-    pub rating_2: i64,
-    pub rating_3: i64,
-    pub rating_4: i64,
-    pub rating_5: i64,
-    pub default_evaluations: i64,
-    pub alerts_warning: i64,
-    pub alerts_yellow: i64,
-    pub alerts_red: i64,
-    pub anomalies: i64,
-    pub topic: String,
-    pub partition: u32,
-    pub version: u64,
-}
-
-impl DailyRecord {
-    /// The row of an aggregate key.
-    pub fn new(key: &DailyKey, counters: &Counters, syms: &Interner, origin: &Origin) -> Self {
-        Self {
-            day: key.day.clamp(0, i64::from(u16::MAX)) as u16,
-            center_id: syms.resolve(key.center).to_string(),
-            window_id: syms.resolve(key.window).to_string(),
-            item_code: syms.resolve(key.item_code).to_string(),
-            received: counters[0],
-            accepted: counters[1],
-            not_accepted: counters[2],
-            completed: counters[3],
-            completed_promised: counters[4],
-            completed_on_time: counters[5],
-            completed_early: counters[6],
-            completed_on_site: counters[7],
-            withdrawn: counters[8],
-            became_overdue: counters[9],
-            handling_seconds: counters[10],
-            promised_seconds: counters[11],
-            rating_1: counters[12],
-            rating_2: counters[13],
-            rating_3: counters[14],
-            rating_4: counters[15],
-            rating_5: counters[16],
-            default_evaluations: counters[17],
-            alerts_warning: counters[18],
-            alerts_yellow: counters[19],
-            alerts_red: counters[20],
-            anomalies: counters[21],
-            topic: origin.topic.clone(),
-            partition: origin.partition,
-            version: 0,
+macro_rules! daily_record {
+    ($($name:ident $constant:ident),* $(,)?) => {
+        /// `window_daily_parts`: one partition's `window_daily` row (the counters of
+        /// [`crate::window_counters`]).
+        #[derive(Debug, Clone, Row, Serialize, Deserialize, PartialEq, Eq)]
+        pub struct DailyRecord {
+            pub day: u16,
+            pub center_id: String,
+            pub window_id: String,
+            pub item_code: String,
+            $(pub $name: i64,)*
+            pub topic: String,
+            pub partition: u32,
+            pub version: u64,
         }
-    }
+
+        impl DailyRecord {
+            /// The row of an aggregate key.
+            pub fn new(key: &DailyKey, counters: &Counters, syms: &Interner, origin: &Origin) -> Self {
+                Self {
+                    day: key.day.clamp(0, i64::from(u16::MAX)) as u16,
+                    center_id: syms.resolve(key.center).to_string(),
+                    window_id: syms.resolve(key.window).to_string(),
+                    item_code: syms.resolve(key.item_code).to_string(),
+                    $($name: counters[counter::$constant as usize],)*
+                    topic: origin.topic.clone(),
+                    partition: origin.partition,
+                    version: 0,
+                }
+            }
+
+            /// The counters, indexed by [`counter`].
+            pub fn counters(&self) -> Counters {
+                [$(self.$name),*]
+            }
+        }
+    };
 }
 
-impl DailyRecord {
-    /// The counters, in [`crate::core::aggregate::COUNTER_NAMES`] order.
-    pub fn counters(&self) -> Counters {
-        [
-            self.received,
-            self.accepted,
-            self.not_accepted,
-            self.completed,
-            self.completed_promised,
-            self.completed_on_time,
-            self.completed_early,
-            self.completed_on_site,
-            self.withdrawn,
-            self.became_overdue,
-            self.handling_seconds,
-            self.promised_seconds,
-            self.rating_1,
-            self.rating_2,
-            self.rating_3,
-            self.rating_4,
-            self.rating_5,
-            self.default_evaluations,
-            self.alerts_warning,
-            self.alerts_yellow,
-            self.alerts_red,
-            self.anomalies,
-        ]
-    }
-}
+crate::window_counters!(daily_record);
 
 /// `anomalies`.
 #[derive(Debug, Clone, Row, Serialize, Deserialize, PartialEq, Eq)]
@@ -376,63 +316,67 @@ pub struct CheckpointRecord {
     pub version: u64,
 }
 
-/// Everything one flush writes; the checkpoints go last.
-#[derive(Debug, Default, Clone)]
-pub struct Batch {
-    pub events: Vec<EventRecord>,
-    pub dead_letters: Vec<DeadLetterRecord>,
-    pub cases: Vec<CaseRecord>,
-    pub daily: Vec<DailyRecord>,
-    pub anomalies: Vec<AnomalyRecord>,
-    pub alerts: Vec<AlertRecord>,
-    pub checkpoints: Vec<CheckpointRecord>,
+/// The one list of the tables a flush writes: `field: RowType => "table"`. The data tables
+/// come first and are written concurrently; `checkpoints` is always last (written only once
+/// every data table is in). [`Batch`] and the writer are generated from it.
+#[macro_export]
+macro_rules! batch_tables {
+    ($then:ident) => {
+        $then! {
+            data: {
+                events: EventRecord => "events",
+                dead_letters: DeadLetterRecord => "dead_letters",
+                cases: CaseRecord => "cases",
+                daily: DailyRecord => "window_daily_parts",
+                anomalies: AnomalyRecord => "anomalies",
+                alerts: AlertRecord => "alerts",
+            }
+            last: checkpoints: CheckpointRecord => "checkpoints",
+        }
+    };
 }
 
+macro_rules! batch {
+    (data: { $($field:ident: $row:ident => $table:literal,)* } last: $last:ident: $last_row:ident => $last_table:literal,) => {
+        /// Everything one flush writes; the checkpoints go last.
+        #[derive(Debug, Default, Clone)]
+        pub struct Batch {
+            $(pub $field: Vec<$row>,)*
+            pub $last: Vec<$last_row>,
+        }
+
+        impl Batch {
+            /// Appends another batch's rows (checkpoints included).
+            pub fn merge(&mut self, b: Batch) {
+                $(self.$field.extend(b.$field);)*
+                self.$last.extend(b.$last);
+            }
+
+            /// True when there is nothing to write.
+            pub fn is_empty(&self) -> bool {
+                $(self.$field.is_empty() &&)* self.$last.is_empty()
+            }
+
+            /// Rows in the batch.
+            pub fn rows(&self) -> usize {
+                $(self.$field.len() +)* self.$last.len()
+            }
+
+            /// Stamps every row with the flush's version.
+            pub fn set_version(&mut self, v: u64) {
+                $(self.$field.iter_mut().for_each(|r| r.version = v);)*
+                self.$last.iter_mut().for_each(|r| r.version = v);
+            }
+        }
+
+        /// The ClickHouse tables a flush writes, checkpoints last.
+        pub const BATCH_TABLES: &[&str] = &[$($table,)* $last_table];
+    };
+}
+
+crate::batch_tables!(batch);
+
 impl Batch {
-    /// Appends another batch's rows (checkpoints included).
-    pub fn merge(&mut self, b: Batch) {
-        self.events.extend(b.events);
-        self.dead_letters.extend(b.dead_letters);
-        self.cases.extend(b.cases);
-        self.daily.extend(b.daily);
-        self.anomalies.extend(b.anomalies);
-        self.alerts.extend(b.alerts);
-        self.checkpoints.extend(b.checkpoints);
-    }
-
-    /// True when there is nothing to write.
-    pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
-            && self.dead_letters.is_empty()
-            && self.cases.is_empty()
-            && self.daily.is_empty()
-            && self.anomalies.is_empty()
-            && self.alerts.is_empty()
-            && self.checkpoints.is_empty()
-    }
-
-    /// Rows in the batch.
-    pub fn rows(&self) -> usize {
-        self.events.len()
-            + self.dead_letters.len()
-            + self.cases.len()
-            + self.daily.len()
-            + self.anomalies.len()
-            + self.alerts.len()
-            + self.checkpoints.len()
-    }
-
-    /// Stamps every row with the flush's version.
-    pub fn set_version(&mut self, v: u64) {
-        self.events.iter_mut().for_each(|r| r.version = v);
-        self.dead_letters.iter_mut().for_each(|r| r.version = v);
-        self.cases.iter_mut().for_each(|r| r.version = v);
-        self.daily.iter_mut().for_each(|r| r.version = v);
-        self.anomalies.iter_mut().for_each(|r| r.version = v);
-        self.alerts.iter_mut().for_each(|r| r.version = v);
-        self.checkpoints.iter_mut().for_each(|r| r.version = v);
-    }
-
     /// Adds the engine's drained changes for one origin.
     pub fn add_changes(
         &mut self,

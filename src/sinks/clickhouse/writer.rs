@@ -116,15 +116,13 @@ impl ClickhouseWriter {
     /// Writes a batch: the data tables concurrently, then — only once all of them are in —
     /// the checkpoints.
     pub async fn write(&self, batch: &Batch) -> Result<(), SinkError> {
-        tokio::try_join!(
-            self.insert_all("events", &batch.events),
-            self.insert_all("dead_letters", &batch.dead_letters),
-            self.insert_all("cases", &batch.cases),
-            self.insert_all("window_daily_parts", &batch.daily),
-            self.insert_all("anomalies", &batch.anomalies),
-            self.insert_all("alerts", &batch.alerts),
-        )?;
-        self.insert_all("checkpoints", &batch.checkpoints).await
+        macro_rules! write_tables {
+            (data: { $($field:ident: $row:ident => $table:literal,)* } last: $last:ident: $last_row:ident => $last_table:literal,) => {{
+                tokio::try_join!($(self.insert_all($table, &batch.$field)),*)?;
+                self.insert_all($last_table, &batch.$last).await
+            }};
+        }
+        crate::batch_tables!(write_tables)
     }
 
     /// Inserts rows into a table, retrying transient failures.
