@@ -12,8 +12,9 @@ use crate::core::aggregate::{
 };
 use crate::core::calendar::{date_of_day, Instant};
 use crate::core::case::Facts;
-use crate::core::engine::{ApplyOutcome, CaseRow, Engine, Interner};
+use crate::core::engine::{ApplyOutcome, CaseRow, Engine};
 use crate::core::event::{parse_event, CaseEvent, Reason};
+use crate::core::interner::Interner;
 use crate::core::rules::Rules;
 
 /// One non-blank line of an NDJSON file: its 1-based physical line number and its bytes.

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::aggregate::{counter, Counters, DailyKey};
 use crate::core::calendar::Instant;
-use crate::core::engine::{AnomalyRow, CaseRow, Interner};
+use crate::core::engine::{AnomalyRow, CaseRow};
+use crate::core::interner::Interner;
 // Short string columns (ids, codes, names) are `Text`, inline up to 24 bytes like the event's
 // own strings, so building a row does not allocate per column.
 use crate::core::event::{CaseEvent, Text};

@@ -13,51 +13,16 @@ use std::sync::Arc;
 
 use hashbrown::{DefaultHashBuilder, HashMap, HashSet, HashTable};
 
-use super::aggregate::{self, Counters, DailyKey, Placed};
-use super::calendar::{Instant, WorkCalendar};
-use super::case::{
+pub mod snapshot;
+
+use crate::core::aggregate::{self, Counters, DailyKey, Placed};
+use crate::core::calendar::{Instant, WorkCalendar};
+use crate::core::case::{
     stable_hash, Anomalies, Applied, At, CaseState, DeadlineMemo, EventSyms, Facts, SeenAttrs, Sym,
 };
-use super::event::{CaseEvent, EventBody};
-use super::rules::{AnomalyKind, Level, Rules};
-
-/// Interns the few distinct strings of centres, windows, departments and items.
-#[derive(Debug, Default, Clone)]
-pub struct Interner {
-    ids: HashMap<Arc<str>, Sym>,
-    names: Vec<Arc<str>>,
-}
-
-impl Interner {
-    /// A new interner where sym 0 is the empty string.
-    pub fn new() -> Self {
-        let mut i = Self::default();
-        i.intern("");
-        i
-    }
-
-    /// The sym of a string, adding it when new.
-    pub fn intern(&mut self, s: &str) -> Sym {
-        if let Some(&id) = self.ids.get(s) {
-            return id;
-        }
-        let id = self.names.len() as Sym;
-        let name: Arc<str> = Arc::from(s);
-        self.names.push(name.clone());
-        self.ids.insert(name, id);
-        id
-    }
-
-    /// The string of a sym.
-    pub fn resolve(&self, sym: Sym) -> &Arc<str> {
-        &self.names[sym as usize]
-    }
-
-    /// The sym of a known string, without adding it.
-    pub fn get(&self, s: &str) -> Option<Sym> {
-        self.ids.get(s).copied()
-    }
-}
+use crate::core::event::{CaseEvent, EventBody};
+use crate::core::interner::Interner;
+use crate::core::rules::{AnomalyKind, Level, Rules};
 
 /// The calendars of every configured centre, and the default for any other.
 #[derive(Debug, Clone)]
@@ -726,31 +691,29 @@ impl Engine {
     }
 
     /// Exports every case (for persistence), with strings resolved.
-    pub fn snapshot_cases(&self) -> Vec<super::snapshot::CaseSnapshot> {
+    pub fn snapshot_cases(&self) -> Vec<snapshot::CaseSnapshot> {
         self.slots
             .iter()
             .filter(|s| s.live)
-            .map(|s| {
-                super::snapshot::CaseSnapshot::from_state(&s.id, &s.state, s.events, &self.syms)
-            })
+            .map(|s| snapshot::CaseSnapshot::from_state(&s.id, &s.state, s.events, &self.syms))
             .collect()
     }
 
     /// Exports one case by id.
-    pub fn snapshot_case(&self, case_id: &str) -> Option<super::snapshot::CaseSnapshot> {
+    pub fn snapshot_case(&self, case_id: &str) -> Option<snapshot::CaseSnapshot> {
         let i = self.find(case_id)?;
         let s = &self.slots[i as usize];
-        Some(super::snapshot::CaseSnapshot::from_state(
+        Some(snapshot::CaseSnapshot::from_state(
             &s.id, &s.state, s.events, &self.syms,
         ))
     }
 
     /// Exports every `window_daily` row (including all-zero ones) with strings resolved.
-    pub fn snapshot_daily(&self) -> Vec<super::snapshot::DailySnapshot> {
+    pub fn snapshot_daily(&self) -> Vec<snapshot::DailySnapshot> {
         self.daily
             .rows
             .iter()
-            .map(|r| super::snapshot::DailySnapshot::from_key(&r.key, &r.counters, &self.syms))
+            .map(|r| snapshot::DailySnapshot::from_key(&r.key, &r.counters, &self.syms))
             .collect()
     }
 
@@ -759,8 +722,8 @@ impl Engine {
     pub fn restore(
         &mut self,
         now: Instant,
-        cases: &[super::snapshot::CaseSnapshot],
-        daily: &[super::snapshot::DailySnapshot],
+        cases: &[snapshot::CaseSnapshot],
+        daily: &[snapshot::DailySnapshot],
     ) {
         if now > self.now {
             self.now = now;
@@ -776,7 +739,7 @@ impl Engine {
 
     /// Brings back one case (e.g. an evicted one a late event needs) without touching the
     /// aggregates, which still hold its contribution.
-    pub fn restore_case(&mut self, c: &super::snapshot::CaseSnapshot) {
+    pub fn restore_case(&mut self, c: &snapshot::CaseSnapshot) {
         self.evicted.remove(&stable_hash(c.case_id.as_bytes()));
         if self.find(&c.case_id).is_some() {
             return;
@@ -859,7 +822,7 @@ impl DailyTable {
 /// The current facts of one case, ready to be written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaseRow {
-    pub case_id: super::event::Text,
+    pub case_id: crate::core::event::Text,
     pub facts: Facts,
     pub item_name: Sym,
     /// Events applied to the case.

@@ -3,11 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::aggregate::{Counters, DailyKey};
-use super::calendar::DayUnit;
-use super::case::{Acceptance, At, CaseState, End, EndKind, Pause, Rare, Rating, SeenAttrs};
-use super::engine::Interner;
-use super::event::{ItemKind, Outcome, PauseReason};
+use crate::core::aggregate::{Counters, DailyKey};
+use crate::core::calendar::DayUnit;
+use crate::core::case::{Acceptance, At, CaseState, End, EndKind, Pause, Rare, Rating, SeenAttrs};
+use crate::core::event::{ItemKind, Outcome, PauseReason};
+use crate::core::interner::Interner;
 
 /// One case's state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

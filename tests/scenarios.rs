@@ -1,4 +1,4 @@
-//! Scenario tests of the engine: every rule on its boundary, order tolerance, pauses,
+//! Scenario tests of the engine (a test target of their own: no services needed): every rule on its boundary, order tolerance, pauses,
 //! revocations; and property tests over simulated streams (duplicates, split replay with
 //! snapshot/restore, interleaving, aggregates = per-case facts).
 
@@ -7,18 +7,18 @@ use std::sync::{Arc, OnceLock};
 
 use serde_json::{json, Value};
 
-use super::aggregate::{counter, Counters};
-use super::calendar::{HolidayTable, Instant, WorkCalendar, DAY};
-use super::case::{Anomalies, CaseState, EventSyms, Facts};
-use super::engine::{ApplyOutcome, Calendars, Engine};
-use super::event::{parse_event, parse_timestamp, CaseEvent};
-use super::rules::{AnomalyKind, Rules};
+use casewatch::core::aggregate::{counter, Counters};
+use casewatch::core::calendar::{HolidayTable, Instant, WorkCalendar, DAY};
+use casewatch::core::case::{Anomalies, CaseState, EventSyms, Facts};
+use casewatch::core::engine::{ApplyOutcome, Calendars, Engine};
+use casewatch::core::event::{parse_event, parse_timestamp, CaseEvent};
+use casewatch::core::rules::{AnomalyKind, Rules};
 
 fn calendars() -> Calendars {
     static CAL: OnceLock<Arc<WorkCalendar>> = OnceLock::new();
     let cal = CAL.get_or_init(|| {
         let mut t = HolidayTable::new();
-        for b in crate::config::EMBEDDED_HOLIDAYS {
+        for b in casewatch::config::EMBEDDED_HOLIDAYS {
             t.merge_json(b).unwrap();
         }
         Arc::new(WorkCalendar::new(
@@ -248,7 +248,7 @@ fn department_completion_before_hall_acceptance_within_grace_raises_nothing() {
     s.engine.advance_to(c + 10 * DAY);
     let f = s.facts("x");
     assert_eq!(f.anomalies, Anomalies::NONE);
-    assert_eq!(f.status, super::case::Status::Completed);
+    assert_eq!(f.status, casewatch::core::case::Status::Completed);
     assert_eq!(f.accepted_at.get(), Some(c - 7200));
 }
 
@@ -361,7 +361,10 @@ fn late_acceptance_on_its_boundary_and_revoked_by_an_earlier_acceptance() {
     s.event("c", "submitted", sub, "hall", json!({"item_code": "I"}));
     s.engine.advance_to(limit + 1);
     assert_eq!(s.anomaly("c", AnomalyKind::LateAcceptance), Some(limit));
-    assert_eq!(s.facts("c").status, super::case::Status::Submitted);
+    assert_eq!(
+        s.facts("c").status,
+        casewatch::core::case::Status::Submitted
+    );
     s.accept("c", sub + 3600, 3);
     assert_eq!(s.anomaly("c", AnomalyKind::LateAcceptance), None);
 }
@@ -543,7 +546,7 @@ fn a_pause_stops_the_clock_and_hides_the_deadline_until_resumed() {
         json!({"reason": "supplement"}),
     );
     assert_eq!(s.facts("c").promised_deadline.get(), None);
-    assert_eq!(s.facts("c").status, super::case::Status::Paused);
+    assert_eq!(s.facts("c").status, casewatch::core::case::Status::Paused);
     // Far past the original deadline: not overdue while the clock is stopped.
     s.engine.advance_to(at("2018-11-30T00:00:00+08:00"));
     assert_eq!(s.anomaly("c", AnomalyKind::Overdue), None);
@@ -684,7 +687,7 @@ fn later_terminal_events_are_ignored_for_the_end() {
     );
     assert_eq!(s.engine.open_case_count(), 0, "ended once, counted once");
     let f = s.facts("c");
-    assert_eq!(f.status, super::case::Status::Withdrawn);
+    assert_eq!(f.status, casewatch::core::case::Status::Withdrawn);
     assert_eq!(f.completed_at.get(), None);
     assert_eq!(f.handling_seconds, None);
 }
@@ -695,7 +698,7 @@ fn calendar_reload_recomputes_open_deadlines_and_aggregates() {
     s.accept("c", at(MON), 7);
     let before = s.facts("c").promised_deadline.get();
     let mut t = HolidayTable::new();
-    for b in crate::config::EMBEDDED_HOLIDAYS {
+    for b in casewatch::config::EMBEDDED_HOLIDAYS {
         t.merge_json(b).unwrap();
     }
     t.set(chrono::NaiveDate::from_ymd_opt(2018, 10, 17).unwrap(), true);
@@ -713,12 +716,11 @@ fn calendar_reload_recomputes_open_deadlines_and_aggregates() {
 
 /// The shipped data plus a synthetic 2027 notice read by the notice reader.
 fn calendars_with_2027() -> Calendars {
-    let notice = super::notice::parse_notice(include_str!(
-        "../../tests/fixtures/notices/synthetic-2027.txt"
-    ))
-    .unwrap();
+    let notice =
+        casewatch::core::notice::parse_notice(include_str!("fixtures/notices/synthetic-2027.txt"))
+            .unwrap();
     let mut t = HolidayTable::new();
-    for b in crate::config::EMBEDDED_HOLIDAYS {
+    for b in casewatch::config::EMBEDDED_HOLIDAYS {
         t.merge_json(b).unwrap();
     }
     t.merge_json(notice.to_holiday_cn_json(&[]).as_bytes())
@@ -832,7 +834,7 @@ fn only_what_a_case_reports_or_still_waits_for_makes_it_provisional() {
 // ---- properties over simulated streams ----
 
 fn simulated_lines(seed: u64, months: u32) -> Vec<String> {
-    use crate::simulate::{county_lines, SimOptions};
+    use casewatch::simulate::{county_lines, SimOptions};
     let opts = SimOptions {
         seed,
         start: chrono::NaiveDate::from_ymd_opt(2019, 11, 1).unwrap(),
@@ -856,7 +858,7 @@ fn output(engine: &mut Engine) -> Output {
     let rows = engine.all_case_rows();
     let cases = rows
         .iter()
-        .map(|r| crate::replay::case_fields(r, engine.syms(), &rules))
+        .map(|r| casewatch::replay::case_fields(r, engine.syms(), &rules))
         .collect();
     let daily = engine
         .daily_rows()
@@ -933,7 +935,7 @@ fn assert_aggregates_match_cases(engine: &mut Engine) {
         let mut add = |t: Instant, c: u8, v: i64| {
             expected
                 .entry((cal.local_day(t), f.center, f.window, f.item_code))
-                .or_insert(super::aggregate::ZERO)[c as usize] += v;
+                .or_insert(casewatch::core::aggregate::ZERO)[c as usize] += v;
         };
         if let Some(t) = f.submitted_at.get() {
             add(t, counter::RECEIVED, 1);
@@ -946,7 +948,7 @@ fn assert_aggregates_match_cases(engine: &mut Engine) {
             add(t, counter::COMPLETED_ON_TIME, i64::from(f.on_time));
             add(t, counter::COMPLETED_EARLY, i64::from(f.early));
             add(t, counter::COMPLETED_ON_SITE, i64::from(f.on_site));
-            if f.item_kind == Some(super::event::ItemKind::Promised) {
+            if f.item_kind == Some(casewatch::core::event::ItemKind::Promised) {
                 add(t, counter::COMPLETED_PROMISED, 1);
                 add(t, counter::HANDLING_SECONDS, f.handling_seconds.unwrap());
                 add(t, counter::PROMISED_SECONDS, f.promised_seconds.unwrap());
@@ -974,10 +976,12 @@ fn assert_aggregates_match_cases(engine: &mut Engine) {
             }
         }
         match f.status {
-            super::case::Status::NotAccepted => {
+            casewatch::core::case::Status::NotAccepted => {
                 add(f.ended_at.get().unwrap(), counter::NOT_ACCEPTED, 1)
             }
-            super::case::Status::Withdrawn => add(f.ended_at.get().unwrap(), counter::WITHDRAWN, 1),
+            casewatch::core::case::Status::Withdrawn => {
+                add(f.ended_at.get().unwrap(), counter::WITHDRAWN, 1)
+            }
             _ => {}
         }
     }
