@@ -4,19 +4,22 @@
 //! # Layout
 //!
 //! * [`core`] — the pure core, no I/O: wire format v1 ([`core::event`]), the working calendar
-//!   ([`core::calendar`]), per-case state and facts ([`core::case`]), anomaly kinds and levels
-//!   ([`core::rules`]), `window_daily` counters ([`core::aggregate`]) and the engine that ties
-//!   them together ([`core::engine`]).
-//! * [`holidays`] — the holiday files on disk: importing the State Council's notice
-//!   ([`core::notice`] reads it) and the coverage report.
-//! * [`config`] — layered configuration (embedded defaults → file → `CASEWATCH__…` env).
-//! * [`replay`] — NDJSON files through the engine in event-clock mode, and the CSV outputs.
-//! * [`simulate`] — a reproducible, realistic event stream of a county centre.
+//!   ([`core::calendar`]) and the holiday notice ([`core::notice`]), per-case state and facts
+//!   ([`core::case`]), anomaly kinds and levels ([`core::rules`]), `window_daily` counters
+//!   ([`core::aggregate`]) and the engine that ties them together ([`core::engine`]).
+//! * [`pipeline`] — sources to ClickHouse exactly once in effect: the consumer of
+//!   `casewatch run` ([`pipeline::consumer`], [`pipeline::service`]), the shared flush
+//!   ([`pipeline::flush`]) and `replay --sink clickhouse` ([`pipeline::replay`]).
+//! * [`sinks`] — ClickHouse rows, writer and migrations.
+//! * [`alerts`] — the outbox dispatcher and the webhook formats.
+//! * [`bulletin`] — the monthly bulletin and quarterly report.
+//! * [`replay`] (CSV outputs), [`verify`], [`simulate`], [`holidays`] (the holiday files on
+//!   disk), [`metrics`], [`config`], [`allocator`].
 //! * [`cli`] — the `casewatch` command line; `main.rs` only calls it.
-//! * [`allocator`] — glibc malloc thresholds, set once at start.
 //!
 //! Data flows one way: sources (Kafka, NDJSON files) → [`core::event::parse_event`] →
-//! [`core::engine::Engine`] → sinks (ClickHouse, CSV, webhooks).
+//! [`core::engine::Engine`] → sinks (ClickHouse, CSV, webhooks). ARCHITECTURE.md has the
+//! shape and the invariants.
 
 pub mod alerts;
 pub mod allocator;

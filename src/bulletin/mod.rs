@@ -14,6 +14,7 @@
 //! rate without a denominator adds nothing to the score; ties go to more completed cases, then
 //! to the window id.
 
+pub mod document;
 pub mod render;
 
 use chrono::{Datelike, NaiveDate};
@@ -144,7 +145,7 @@ fn last_day(year: i32, month: u32) -> NaiveDate {
 macro_rules! sums {
     ($($name:ident $constant:ident),* $(,)?) => {
         /// Sums of `window_daily` over some days (one window, or the whole centre): every
-        /// counter of [`crate::window_counters`], read with [`sums_sql`].
+        /// counter of [`crate::window_counters`], in its order.
         #[derive(Debug, Clone, Default, PartialEq, Eq, Row, Deserialize)]
         pub struct Sums {
             $(pub $name: i64,)*

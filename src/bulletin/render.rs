@@ -1,7 +1,10 @@
-//! Markdown, HTML (self-contained, inline SVG, A4 print) and CSV of a bulletin.
+//! The bulletin's content as a [`Document`] (sections of headings, tables and paragraphs),
+//! rendered to Markdown and to HTML (self-contained, inline SVG charts, A4 print), and the
+//! ranking as CSV.
 
 use std::fmt::Write as _;
 
+use super::document::{html_escape, Chart, Document};
 use super::{Figures, Ranked, Rates, Sums};
 use crate::core::rules::{AnomalyKind, Level};
 
@@ -195,15 +198,6 @@ pub fn csv(lang: Lang, ranked: &[Ranked]) -> String {
     String::from_utf8(w.into_inner().expect("in memory")).expect("utf-8")
 }
 
-fn md_table(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
-    let _ = writeln!(out, "| {} |", header.join(" | "));
-    let _ = writeln!(out, "|{}", "---|".repeat(header.len()));
-    for r in rows {
-        let _ = writeln!(out, "| {} |", r.join(" | "));
-    }
-    out.push('\n');
-}
-
 fn title(lang: Lang, f: &Figures) -> String {
     let scope = f.center_name.clone();
     match (lang, f.period.is_quarter()) {
@@ -226,12 +220,29 @@ fn title(lang: Lang, f: &Figures) -> String {
 
 /// `bulletin-<period>.md`.
 pub fn markdown(lang: Lang, f: &Figures, ranked: &[Ranked]) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "# {}\n", title(lang, f));
-    let (from, to) = f.period.days();
-    let _ = writeln!(out, "{}：{from} — {to}\n", lang.t("统计期间", "Period"));
+    document(lang, f, ranked).to_markdown()
+}
 
-    let _ = writeln!(out, "## {}\n", lang.t("一、总体情况", "1. Overview"));
+/// The bulletin's sections (SPEC §6), in order.
+pub fn document(lang: Lang, f: &Figures, ranked: &[Ranked]) -> Document {
+    let mut doc = Document::new(title(lang, f));
+    let (from, to) = f.period.days();
+    doc.text(format!("{}：{from} — {to}", lang.t("统计期间", "Period")));
+    overview(&mut doc, lang, f);
+    ranking(&mut doc, lang, ranked);
+    irregular_cases(&mut doc, lang, f);
+    evaluations(&mut doc, lang, f);
+    idle_windows(&mut doc, lang, f);
+    if f.provisional_cases > 0 {
+        doc.text(provisional_footnote(lang, f.provisional_cases));
+    }
+    doc
+}
+
+/// 一、总体情况: counts and rates against the previous period; a quarter's months.
+fn overview(doc: &mut Document, lang: Lang, f: &Figures) {
+    doc.heading(2, lang.t("一、总体情况", "1. Overview"));
+    doc.chart(Chart::Trend);
     let prev = f.period.previous().label();
     let rows: Vec<Vec<String>> = count_rows(lang, &f.totals, &f.previous)
         .into_iter()
@@ -243,18 +254,17 @@ pub fn markdown(lang: Lang, f: &Figures, ranked: &[Ranked]) -> String {
         )
         .collect();
     let prev_header = format!("{} {prev}", lang.t("上期", "previous"));
-    md_table(
-        &mut out,
+    doc.table(
         &[
             lang.t("指标", "figure"),
             lang.t("本期", "this period"),
             &prev_header,
             lang.t("环比", "change"),
         ],
-        &rows,
+        rows,
     );
     if f.period.is_quarter() {
-        let _ = writeln!(out, "{}\n", lang.t("分月情况：", "Month by month:"));
+        doc.text(lang.t("分月情况：", "Month by month:"));
         let rows: Vec<Vec<String>> = f
             .by_month
             .iter()
@@ -272,8 +282,7 @@ pub fn markdown(lang: Lang, f: &Figures, ranked: &[Ranked]) -> String {
                 ]
             })
             .collect();
-        md_table(
-            &mut out,
+        doc.table(
             &[
                 lang.t("月份", "month"),
                 lang.t("受理", "accepted"),
@@ -284,13 +293,17 @@ pub fn markdown(lang: Lang, f: &Figures, ranked: &[Ranked]) -> String {
                 lang.t("超期办件", "became overdue"),
                 lang.t("红牌", "red cards"),
             ],
-            &rows,
+            rows,
         );
     }
+}
 
-    let _ = writeln!(out, "## {}\n", lang.t("二、窗口排名", "2. Window ranking"));
+/// 二、窗口排名: the ranking, the best praised and the worst named for rectification.
+fn ranking(doc: &mut Document, lang: Lang, ranked: &[Ranked]) {
+    doc.heading(2, lang.t("二、窗口排名", "2. Window ranking"));
+    doc.chart(Chart::WindowRates);
     let (header, rows) = ranking_table(lang, ranked);
-    md_table(&mut out, &header, &rows);
+    doc.table(&header, rows);
     let top: Vec<String> = ranked
         .iter()
         .take(3)
@@ -304,26 +317,24 @@ pub fn markdown(lang: Lang, f: &Figures, ranked: &[Ranked]) -> String {
         .map(|r| r.window.name.clone())
         .collect();
     if !top.is_empty() {
-        let _ = writeln!(
-            out,
-            "{}{}\n",
-            lang.t("**通报表扬**：", "**Commended**: "),
-            top.join(lang.t("、", ", "))
+        doc.labelled(
+            lang.t("通报表扬", "Commended"),
+            format!("{}{}", lang.t("：", ": "), top.join(lang.t("、", ", "))),
         );
     }
     if !bottom.is_empty() {
-        let _ = writeln!(
-            out,
-            "{}{}\n",
-            lang.t("**限期整改**：", "**To rectify**: "),
-            bottom.join(lang.t("、", ", "))
+        doc.labelled(
+            lang.t("限期整改", "To rectify"),
+            format!("{}{}", lang.t("：", ": "), bottom.join(lang.t("、", ", "))),
         );
     }
+}
 
-    let _ = writeln!(
-        out,
-        "## {}\n",
-        lang.t("三、超期及异常办件", "3. Overdue and irregular cases")
+/// 三、超期及异常办件: overdue and red-card cases, anomalies by kind and window.
+fn irregular_cases(doc: &mut Document, lang: Lang, f: &Figures) {
+    doc.heading(
+        2,
+        lang.t("三、超期及异常办件", "3. Overdue and irregular cases"),
     );
     for (heading, cases, at_label) in [
         (
@@ -337,9 +348,9 @@ pub fn markdown(lang: Lang, f: &Figures, ranked: &[Ranked]) -> String {
             lang.t("红牌时间", "red card at"),
         ),
     ] {
-        let _ = writeln!(out, "### {heading}（{}）\n", cases.len());
+        doc.heading(3, format!("{heading}（{}）", cases.len()));
         if cases.is_empty() {
-            let _ = writeln!(out, "{}\n", lang.t("无。", "None."));
+            doc.text(lang.t("无。", "None."));
             continue;
         }
         let rows: Vec<Vec<String>> = cases
@@ -362,8 +373,7 @@ pub fn markdown(lang: Lang, f: &Figures, ranked: &[Ranked]) -> String {
                 ]
             })
             .collect();
-        md_table(
-            &mut out,
+        doc.table(
             &[
                 lang.t("办件", "case"),
                 lang.t("窗口", "window"),
@@ -372,16 +382,15 @@ pub fn markdown(lang: Lang, f: &Figures, ranked: &[Ranked]) -> String {
                 lang.t("超期工作日", "working days late"),
                 lang.t("等级/类型", "level/kinds"),
             ],
-            &rows,
+            rows,
         );
     }
-    let _ = writeln!(
-        out,
-        "### {}\n",
-        lang.t("异常按类型和窗口", "Anomalies by kind and window")
+    doc.heading(
+        3,
+        lang.t("异常按类型和窗口", "Anomalies by kind and window"),
     );
     if f.anomalies.is_empty() {
-        let _ = writeln!(out, "{}\n", lang.t("无。", "None."));
+        doc.text(lang.t("无。", "None."));
     } else {
         let rows: Vec<Vec<String>> = f
             .anomalies
@@ -395,19 +404,21 @@ pub fn markdown(lang: Lang, f: &Figures, ranked: &[Ranked]) -> String {
                 ]
             })
             .collect();
-        md_table(
-            &mut out,
+        doc.table(
             &[
                 lang.t("类型", "kind"),
                 lang.t("等级", "level"),
                 lang.t("窗口", "window"),
                 lang.t("件数", "count"),
             ],
-            &rows,
+            rows,
         );
     }
+}
 
-    let _ = writeln!(out, "## {}\n", lang.t("四、群众评价", "4. Evaluations"));
+/// 四、群众评价: the rating distribution and the two rates.
+fn evaluations(doc: &mut Document, lang: Lang, f: &Figures) {
+    doc.heading(2, lang.t("四、群众评价", "4. Evaluations"));
     let t = &f.totals;
     let r = t.rates();
     let rows = vec![
@@ -449,17 +460,12 @@ pub fn markdown(lang: Lang, f: &Figures, ranked: &[Ranked]) -> String {
             t.unsatisfied().to_string(),
         ],
     ];
-    md_table(
-        &mut out,
-        &[lang.t("评价", "rating"), lang.t("件数", "count")],
-        &rows,
-    );
+    doc.table(&[lang.t("评价", "rating"), lang.t("件数", "count")], rows);
+}
 
-    let _ = writeln!(
-        out,
-        "## {}\n",
-        lang.t("五、无业务窗口", "5. Windows without business")
-    );
+/// 五、无业务窗口: configured windows with no accepted case.
+fn idle_windows(doc: &mut Document, lang: Lang, f: &Figures) {
+    doc.heading(2, lang.t("五、无业务窗口", "5. Windows without business"));
     let idle: Vec<String> = f
         .windows
         .iter()
@@ -467,14 +473,10 @@ pub fn markdown(lang: Lang, f: &Figures, ranked: &[Ranked]) -> String {
         .map(|w| format!("{}（{}）", w.name, w.window_id))
         .collect();
     if idle.is_empty() {
-        let _ = writeln!(out, "{}", lang.t("无。", "None."));
+        doc.text(lang.t("无。", "None."));
     } else {
-        let _ = writeln!(out, "{}", idle.join(lang.t("、", ", ")));
+        doc.text(idle.join(lang.t("、", ", ")));
     }
-    if f.provisional_cases > 0 {
-        let _ = writeln!(out, "\n{}", provisional_footnote(lang, f.provisional_cases));
-    }
-    out
 }
 
 /// The footnote of a period with deadlines in a year without holiday data (SPEC §2).
@@ -500,13 +502,6 @@ fn local(f: &Figures, t: u32) -> String {
                 .to_string()
         })
         .unwrap_or_default()
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// Grouped bars: per window, on-time and on-site rates (0–100 %).
@@ -536,9 +531,9 @@ fn bars_svg(lang: Lang, ranked: &[Ranked]) -> String {
             let v = rate.unwrap_or(0) as f64 / 10_000.0;
             let h = plot_h * v;
             let bx = x - bar + bar * j as f64;
-            let _ = write!(svg, "<rect class=\"bar\" x=\"{bx:.1}\" y=\"{:.1}\" width=\"{bar:.1}\" height=\"{h:.1}\" fill=\"{color}\"><title>{} {}</title></rect>", 20.0 + plot_h - h, escape(&r.window.name), percent(rate));
+            let _ = write!(svg, "<rect class=\"bar\" x=\"{bx:.1}\" y=\"{:.1}\" width=\"{bar:.1}\" height=\"{h:.1}\" fill=\"{color}\"><title>{} {}</title></rect>", 20.0 + plot_h - h, html_escape(&r.window.name), percent(rate));
         }
-        let _ = write!(svg, "<text x=\"{x:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"end\" transform=\"rotate(-40 {x:.1} {:.1})\">{}</text>", height - bottom + 14.0, height - bottom + 14.0, escape(&r.window.name));
+        let _ = write!(svg, "<text x=\"{x:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"end\" transform=\"rotate(-40 {x:.1} {:.1})\">{}</text>", height - bottom + 14.0, height - bottom + 14.0, html_escape(&r.window.name));
     }
     let _ = write!(svg, "<rect x=\"{left}\" y=\"2\" width=\"10\" height=\"10\" fill=\"#1f6fb2\"/><text x=\"{}\" y=\"11\" font-size=\"11\">{}</text><rect x=\"{}\" y=\"2\" width=\"10\" height=\"10\" fill=\"#e39b1b\"/><text x=\"{}\" y=\"11\" font-size=\"11\">{}</text></svg>",
         left + 14.0, lang.t("按时办结率", "on-time rate"), left + 120.0, left + 134.0, lang.t("现场办结率", "on-site rate"));
@@ -601,58 +596,12 @@ fn trend_svg(lang: Lang, trend: &[(String, Sums)]) -> String {
 }
 
 /// `bulletin-<period>.html`: the Markdown's content as HTML, with two charts, no external asset.
+/// `bulletin-<period>.html`: the same document with its charts, self-contained, A4 print.
 pub fn html(lang: Lang, f: &Figures, ranked: &[Ranked]) -> String {
-    let md = markdown(lang, f, ranked);
-    let mut body = String::new();
-    let mut in_table = false;
-    let mut header_row = true;
-    for line in md.lines() {
-        if line.starts_with('|') {
-            if line.starts_with("|---") {
-                continue;
-            }
-            if !in_table {
-                body.push_str("<table>");
-                in_table = true;
-                header_row = true;
-            }
-            let cells: Vec<&str> = line.trim_matches('|').split(" | ").map(str::trim).collect();
-            let tag = if header_row { "th" } else { "td" };
-            body.push_str("<tr>");
-            for c in cells {
-                let _ = write!(body, "<{tag}>{}</{tag}>", escape(c));
-            }
-            body.push_str("</tr>");
-            header_row = false;
-            continue;
-        }
-        if in_table {
-            body.push_str("</table>");
-            in_table = false;
-        }
-        if let Some(h) = line.strip_prefix("### ") {
-            let _ = write!(body, "<h3>{}</h3>", escape(h));
-        } else if let Some(h) = line.strip_prefix("## ") {
-            let _ = write!(body, "<h2>{}</h2>", escape(h));
-            if h == lang.t("二、窗口排名", "2. Window ranking") {
-                body.push_str(&bars_svg(lang, ranked));
-            }
-            if h == lang.t("一、总体情况", "1. Overview") {
-                body.push_str(&trend_svg(lang, &f.trend));
-            }
-        } else if let Some(h) = line.strip_prefix("# ") {
-            let _ = write!(body, "<h1>{}</h1>", escape(h));
-        } else if !line.trim().is_empty() {
-            let text = escape(line);
-            let text = text
-                .replacen("**", "<strong>", 1)
-                .replacen("**", "</strong>", 1);
-            let _ = write!(body, "<p>{text}</p>");
-        }
-    }
-    if in_table {
-        body.push_str("</table>");
-    }
+    let body = document(lang, f, ranked).to_html_body(|chart| match chart {
+        Chart::Trend => trend_svg(lang, &f.trend),
+        Chart::WindowRates => bars_svg(lang, ranked),
+    });
     format!(
         "<!DOCTYPE html><html lang=\"{}\"><head><meta charset=\"utf-8\"><title>{}</title><style>\
          @page {{ size: A4; margin: 16mm; }} body {{ font-family: sans-serif; font-size: 12px; color: #222; max-width: 180mm; margin: auto; }}\
@@ -661,6 +610,6 @@ pub fn html(lang: Lang, f: &Figures, ranked: &[Ranked]) -> String {
          th, td {{ border: 1px solid #bbb; padding: 2px 4px; text-align: center; }} th {{ background: #eef; }}\
          svg.chart {{ width: 100%; height: auto; page-break-inside: avoid; }}</style></head><body>{body}</body></html>\n",
         lang.t("zh-CN", "en"),
-        escape(&title(lang, f))
+        html_escape(&title(lang, f))
     )
 }

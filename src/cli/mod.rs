@@ -1,5 +1,5 @@
 //! The `casewatch` command line: the arguments (this file) and one function per subcommand
-//! ([`commands`]).
+//! (`commands`).
 //!
 //! Each subcommand loads configuration, calls into the library and prints; closed sets of
 //! values are clap `ValueEnum`s and instants are parsed once, by clap. No business rule lives

@@ -1,13 +1,13 @@
 //! `casewatch run`'s consumer loop: a synchronous `BaseConsumer` polled on one dedicated
 //! thread; ClickHouse I/O runs on the tokio runtime through `Handle::block_on`. Keeping the loop
-//! synchronous lets rdkafka's rebalance callbacks ([`super::rebalance`]), which run inside
+//! synchronous lets rdkafka's rebalance callbacks (`rebalance`), which run inside
 //! `poll` on this thread, flush and commit revoked partitions and rebuild assigned ones before
 //! any of their messages are handled.
 //!
-//! The loop only dispatches: each poll hands a message to [`ConsumerLoop::on_message`], runs
-//! the periodic work of [`ConsumerLoop::on_tick`] when it is due, starts a flush when one is
-//! due ([`ConsumerLoop::flush_if_due`]), commits what has landed, and checks for idleness; a
-//! signal ends it with [`ConsumerLoop::drain`].
+//! The loop only dispatches: each poll hands a message to `on_message`, runs
+//! the periodic work of `on_tick` when it is due, starts a flush when one is
+//! due (`flush_if_due`), commits what has landed, and checks for idleness; a
+//! signal ends it with `drain`.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};

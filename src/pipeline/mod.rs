@@ -189,7 +189,7 @@ impl PartitionProcessor {
 }
 
 /// Reads a partition's checkpoint and stored events and rebuilds its engine from them, then
-/// repairs what an unfinished flush may have left behind (see [`repair_unfinished_flush`]).
+/// repairs what an unfinished flush may have left behind (see `repair_unfinished_flush`).
 pub async fn rebuild(
     client: &::clickhouse::Client,
     origin: Origin,
