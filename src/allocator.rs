@@ -17,9 +17,9 @@
 //! Other platforms and allocators are left as they are.
 
 /// Blocks at least this large are mapped directly.
-pub const MMAP_THRESHOLD: usize = 8 << 20;
+pub(crate) const MMAP_THRESHOLD: usize = 8 << 20;
 /// Free heap top kept for reuse.
-pub const TRIM_THRESHOLD: usize = 128 << 20;
+pub(crate) const TRIM_THRESHOLD: usize = 128 << 20;
 
 /// Sets the allocator up; call first thing in `main` (before any thread starts).
 /// Returns whether the settings were applied.

@@ -16,24 +16,24 @@ use crate::core::engine::Calendars;
 use crate::core::rules::{AnomalyKind, Level, Rules};
 
 /// The embedded defaults.
-pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+pub(crate) const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
 /// A string that never appears in logs or printed config.
 #[derive(Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
-pub struct Secret(String);
+pub(crate) struct Secret(String);
 
 impl Secret {
     /// A secret with this value.
-    pub fn new(value: impl Into<String>) -> Self {
+    pub(crate) fn new(value: impl Into<String>) -> Self {
         Secret(value.into())
     }
     /// The value, for the one place that needs it.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
     /// True when no secret is set.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 }
@@ -53,57 +53,57 @@ impl Serialize for Secret {
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {
-    pub engine: EngineConfig,
-    pub calendar: CalendarConfig,
-    pub kafka: KafkaConfig,
-    pub clickhouse: ClickhouseConfig,
-    pub pipeline: PipelineConfig,
-    pub http: HttpConfig,
+pub(crate) struct Config {
+    pub(crate) engine: EngineConfig,
+    pub(crate) calendar: CalendarConfig,
+    pub(crate) kafka: KafkaConfig,
+    pub(crate) clickhouse: ClickhouseConfig,
+    pub(crate) pipeline: PipelineConfig,
+    pub(crate) http: HttpConfig,
     #[serde(default)]
-    pub centers: Vec<CenterConfig>,
+    pub(crate) centers: Vec<CenterConfig>,
     #[serde(default)]
-    pub windows: Vec<WindowConfig>,
-    pub alerts: AlertsConfig,
-    pub bulletin: BulletinConfig,
+    pub(crate) windows: Vec<WindowConfig>,
+    pub(crate) alerts: AlertsConfig,
+    pub(crate) bulletin: BulletinConfig,
 }
 
 /// `[bulletin]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct BulletinConfig {
-    pub weights: BulletinWeights,
+pub(crate) struct BulletinConfig {
+    pub(crate) weights: BulletinWeights,
 }
 
 /// `[bulletin.weights]`: the window ranking's weights of the five rates.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct BulletinWeights {
-    pub on_site: f64,
-    pub on_time: f64,
-    pub early: f64,
-    pub evaluation: f64,
-    pub satisfaction: f64,
+pub(crate) struct BulletinWeights {
+    pub(crate) on_site: f64,
+    pub(crate) on_time: f64,
+    pub(crate) early: f64,
+    pub(crate) evaluation: f64,
+    pub(crate) satisfaction: f64,
 }
 
 /// `[alerts]`: webhooks and the routes that pick them.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct AlertsConfig {
+pub(crate) struct AlertsConfig {
     /// Alerts of a partition more than this many messages behind are held until it catches up.
-    pub hold_lag: i64,
+    pub(crate) hold_lag: i64,
     /// How often the outbox (`alerts` in ClickHouse) is scanned for undelivered alerts.
-    pub rescan_secs: u64,
+    pub(crate) rescan_secs: u64,
     #[serde(default)]
-    pub webhooks: Vec<WebhookConfig>,
+    pub(crate) webhooks: Vec<WebhookConfig>,
     #[serde(default)]
-    pub routes: Vec<RouteConfig>,
+    pub(crate) routes: Vec<RouteConfig>,
 }
 
 /// The message format of a webhook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum WebhookFormat {
+pub(crate) enum WebhookFormat {
     Generic,
     Dingtalk,
     Wecom,
@@ -112,26 +112,26 @@ pub enum WebhookFormat {
 /// `[[alerts.webhooks]]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    pub name: String,
-    pub url: String,
-    pub format: WebhookFormat,
+pub(crate) struct WebhookConfig {
+    pub(crate) name: String,
+    pub(crate) url: String,
+    pub(crate) format: WebhookFormat,
     /// Name of the environment variable holding the signing secret (empty: unsigned).
     #[serde(default)]
-    pub secret_env: String,
+    pub(crate) secret_env: String,
     /// The secret itself, read from `secret_env` when the config is loaded; never printed.
     #[serde(default, skip_deserializing)]
-    pub secret: Secret,
+    pub(crate) secret: Secret,
     #[serde(default = "default_webhook_timeout_ms")]
-    pub timeout_ms: u64,
+    pub(crate) timeout_ms: u64,
     #[serde(default = "default_webhook_attempts")]
-    pub max_attempts: u32,
+    pub(crate) max_attempts: u32,
     /// Deliveries waiting for this webhook at most; beyond, they wait in the outbox.
     #[serde(default = "default_webhook_queue")]
-    pub queue: usize,
+    pub(crate) queue: usize,
     /// Requests in flight to this webhook at most.
     #[serde(default = "default_webhook_concurrency")]
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
 }
 
 fn default_webhook_timeout_ms() -> u64 {
@@ -150,33 +150,33 @@ fn default_webhook_concurrency() -> usize {
 /// `[[alerts.routes]]`: alerts matching every non-empty list go to `webhooks`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct RouteConfig {
+pub(crate) struct RouteConfig {
     #[serde(default)]
-    pub levels: Vec<String>,
+    pub(crate) levels: Vec<String>,
     #[serde(default)]
-    pub kinds: Vec<String>,
+    pub(crate) kinds: Vec<String>,
     #[serde(default)]
-    pub centers: Vec<String>,
+    pub(crate) centers: Vec<String>,
     #[serde(default)]
-    pub windows: Vec<String>,
-    pub webhooks: Vec<String>,
+    pub(crate) windows: Vec<String>,
+    pub(crate) webhooks: Vec<String>,
 }
 
 /// `[engine]`: clock and rule thresholds.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct EngineConfig {
-    pub clock: ClockMode,
-    pub grace_period_secs: i64,
-    pub early_margin_days: i64,
-    pub closed_case_retention_days: i64,
-    pub levels: HashMap<String, String>,
+pub(crate) struct EngineConfig {
+    pub(crate) clock: ClockMode,
+    pub(crate) grace_period_secs: i64,
+    pub(crate) early_margin_days: i64,
+    pub(crate) closed_case_retention_days: i64,
+    pub(crate) levels: HashMap<String, String>,
 }
 
 /// Where engine time comes from.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub enum ClockMode {
+pub(crate) enum ClockMode {
     Wall,
     Event,
 }
@@ -184,16 +184,16 @@ pub enum ClockMode {
 /// `[calendar]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct CalendarConfig {
-    pub holidays_dir: String,
-    pub default_timezone: String,
+pub(crate) struct CalendarConfig {
+    pub(crate) holidays_dir: String,
+    pub(crate) default_timezone: String,
     /// `MM-DD`: from this day on, a next year without holiday data is reported.
-    pub warn_from: String,
+    pub(crate) warn_from: String,
 }
 
 impl CalendarConfig {
     /// `warn_from` as (month, day).
-    pub fn warn_from(&self) -> Result<(u32, u32), ConfigError> {
+    pub(crate) fn warn_from(&self) -> Result<(u32, u32), ConfigError> {
         let invalid = || {
             ConfigError::Invalid(format!(
                 "calendar.warn_from must be MM-DD, not {:?}",
@@ -214,35 +214,35 @@ impl CalendarConfig {
 /// `[kafka]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct KafkaConfig {
-    pub brokers: String,
-    pub topic: String,
-    pub dead_letter_topic: String,
-    pub group_id: String,
+pub(crate) struct KafkaConfig {
+    pub(crate) brokers: String,
+    pub(crate) topic: String,
+    pub(crate) dead_letter_topic: String,
+    pub(crate) group_id: String,
     /// Static group membership (`group.instance.id`): a restarted consumer with the same id
     /// gets its partitions back without waiting for its old session to time out. Empty: off.
     #[serde(default)]
-    pub instance_id: String,
+    pub(crate) instance_id: String,
     #[serde(default)]
-    pub client: HashMap<String, String>,
+    pub(crate) client: HashMap<String, String>,
 }
 
 /// `[clickhouse]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct ClickhouseConfig {
-    pub url: String,
-    pub database: String,
-    pub user: String,
-    pub password: Secret,
-    pub timeout_secs: u64,
-    pub compression: Compression,
+pub(crate) struct ClickhouseConfig {
+    pub(crate) url: String,
+    pub(crate) database: String,
+    pub(crate) user: String,
+    pub(crate) password: Secret,
+    pub(crate) timeout_secs: u64,
+    pub(crate) compression: Compression,
 }
 
 /// How inserted rows travel to ClickHouse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Compression {
+pub(crate) enum Compression {
     None,
     Lz4,
 }
@@ -250,52 +250,52 @@ pub enum Compression {
 /// `[pipeline]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct PipelineConfig {
-    pub batch_events: usize,
-    pub batch_bytes: usize,
-    pub batch_millis: u64,
-    pub tick_millis: u64,
-    pub drain_timeout_secs: u64,
+pub(crate) struct PipelineConfig {
+    pub(crate) batch_events: usize,
+    pub(crate) batch_bytes: usize,
+    pub(crate) batch_millis: u64,
+    pub(crate) tick_millis: u64,
+    pub(crate) drain_timeout_secs: u64,
 }
 
 /// `[http]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct HttpConfig {
-    pub listen: String,
+pub(crate) struct HttpConfig {
+    pub(crate) listen: String,
 }
 
 /// `[[centers]]`: a service centre's timezone and own days.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct CenterConfig {
-    pub id: String,
+pub(crate) struct CenterConfig {
+    pub(crate) id: String,
     #[serde(default)]
-    pub name: String,
+    pub(crate) name: String,
     #[serde(default)]
-    pub timezone: Option<String>,
+    pub(crate) timezone: Option<String>,
     #[serde(default)]
-    pub closed_days: Vec<NaiveDate>,
+    pub(crate) closed_days: Vec<NaiveDate>,
     #[serde(default)]
-    pub working_days: Vec<NaiveDate>,
+    pub(crate) working_days: Vec<NaiveDate>,
 }
 
 /// `[[windows]]`: a service window's display name and department.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct WindowConfig {
-    pub id: String,
+pub(crate) struct WindowConfig {
+    pub(crate) id: String,
     #[serde(default)]
-    pub center: String,
+    pub(crate) center: String,
     #[serde(default)]
-    pub name: String,
+    pub(crate) name: String,
     #[serde(default)]
-    pub department: String,
+    pub(crate) department: String,
 }
 
 /// Why configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     #[error("cannot read configuration: {0}")]
     Load(#[from] config::ConfigError),
     #[error("invalid configuration: {0}")]
@@ -330,7 +330,10 @@ pub const EMBEDDED_HOLIDAYS: [&[u8]; 20] = [
 
 impl Config {
     /// Loads defaults, then `file` (if any), then `env` entries named `CASEWATCH__…`.
-    pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+    pub(crate) fn load(
+        file: Option<&Path>,
+        env: &HashMap<String, String>,
+    ) -> Result<Self, ConfigError> {
         let mut builder = config::Config::builder().add_source(config::File::from_str(
             DEFAULT_TOML,
             config::FileFormat::Toml,
@@ -373,7 +376,7 @@ impl Config {
     }
 
     /// Loads with the process environment.
-    pub fn load_from_process(file: Option<&Path>) -> Result<Self, ConfigError> {
+    pub(crate) fn load_from_process(file: Option<&Path>) -> Result<Self, ConfigError> {
         Self::load(file, &std::env::vars().collect())
     }
 
@@ -437,7 +440,7 @@ impl Config {
     }
 
     /// The rules of `[engine]`.
-    pub fn rules(&self) -> Result<Rules, ConfigError> {
+    pub(crate) fn rules(&self) -> Result<Rules, ConfigError> {
         let mut rules = Rules {
             grace_period_secs: self.engine.grace_period_secs,
             early_margin_secs: self.engine.early_margin_days * DAY,
@@ -458,7 +461,7 @@ impl Config {
     }
 
     /// The holiday table: the configured directory, or the embedded data.
-    pub fn holidays(&self) -> Result<HolidayTable, ConfigError> {
+    pub(crate) fn holidays(&self) -> Result<HolidayTable, ConfigError> {
         if self.calendar.holidays_dir.is_empty() {
             let mut table = HolidayTable::new();
             for bytes in EMBEDDED_HOLIDAYS {
@@ -473,7 +476,7 @@ impl Config {
     }
 
     /// An engine with the configured rules and calendars.
-    pub fn new_engine(&self) -> Result<crate::core::engine::Engine, ConfigError> {
+    pub(crate) fn new_engine(&self) -> Result<crate::core::engine::Engine, ConfigError> {
         Ok(crate::core::engine::Engine::new(
             self.rules()?,
             self.calendars()?,
@@ -481,7 +484,7 @@ impl Config {
     }
 
     /// The calendars of the configured centres plus the default.
-    pub fn calendars(&self) -> Result<Calendars, ConfigError> {
+    pub(crate) fn calendars(&self) -> Result<Calendars, ConfigError> {
         let holidays = self.holidays()?;
         let default_tz = parse_tz(&self.calendar.default_timezone)?;
         let mut calendars = Calendars::new(Arc::new(WorkCalendar::new(
@@ -504,13 +507,13 @@ impl Config {
     }
 
     /// The effective configuration as TOML, secrets masked.
-    pub fn to_masked_toml(&self) -> String {
+    pub(crate) fn to_masked_toml(&self) -> String {
         toml::to_string_pretty(self)
             .unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
     }
 
     /// Display name of a window (its id when not configured).
-    pub fn window_name(&self, id: &str) -> String {
+    pub(crate) fn window_name(&self, id: &str) -> String {
         self.windows
             .iter()
             .find(|w| w.id == id && !w.name.is_empty())
@@ -524,7 +527,7 @@ fn parse_tz(name: &str) -> Result<Tz, ConfigError> {
 }
 
 /// Reads every `*.json` of a directory, in file-name order (later files win for a repeated date).
-pub fn load_holiday_dir(dir: &Path) -> Result<HolidayTable, ConfigError> {
+pub(crate) fn load_holiday_dir(dir: &Path) -> Result<HolidayTable, ConfigError> {
     let err = |message: String| ConfigError::Holidays {
         path: dir.to_path_buf(),
         message,

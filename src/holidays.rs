@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::core::notice::{weekday_name, Notice};
 
 /// Every day a notice lists, one line each: date, weekday, 放假/上班, holiday.
-pub fn days_table(notice: &Notice) -> String {
+pub(crate) fn days_table(notice: &Notice) -> String {
     let mut out = format!("{}年 holiday data read from the notice:\n", notice.year);
     out.push_str("date        weekday  day        holiday\n");
     for &(date, off, name) in &notice.days() {
@@ -41,7 +41,7 @@ pub fn days_table(notice: &Notice) -> String {
 /// directory, synced, then renamed over the old one, so a reader (the running service's hot
 /// reload) sees the old file or the whole new one, never a part. Returns the path and whether
 /// a file of that year was replaced.
-pub fn write_year(
+pub(crate) fn write_year(
     dir: &Path,
     notice: &Notice,
     papers: &[String],
@@ -65,7 +65,7 @@ pub fn write_year(
 }
 
 /// `2007–2019, 2021–2026`.
-pub fn year_ranges(years: &[i32]) -> String {
+pub(crate) fn year_ranges(years: &[i32]) -> String {
     let mut runs: Vec<(i32, i32)> = Vec::new();
     for &y in years {
         match runs.last_mut() {
@@ -89,7 +89,7 @@ pub fn year_ranges(years: &[i32]) -> String {
 }
 
 /// The years covered per centre (the default calendar and every configured centre).
-pub fn coverage_table(cfg: &Config) -> anyhow::Result<String> {
+pub(crate) fn coverage_table(cfg: &Config) -> anyhow::Result<String> {
     let calendars = cfg.calendars()?;
     let mut rows: Vec<(String, &crate::core::calendar::WorkCalendar)> =
         vec![("(default)".to_string(), &calendars.default)];
@@ -117,15 +117,15 @@ pub fn coverage_table(cfg: &Config) -> anyhow::Result<String> {
 /// Open cases whose deadlines depend on a year without holiday data, per centre, from
 /// ClickHouse (`cases FINAL`, `calendar_provisional = 1`).
 #[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, serde::Deserialize)]
-pub struct ProvisionalCentre {
-    pub center_id: String,
-    pub open_cases: u64,
+pub(crate) struct ProvisionalCentre {
+    pub(crate) center_id: String,
+    pub(crate) open_cases: u64,
     /// The latest promised deadline among them (Unix seconds; 0 when none is set).
-    pub latest_deadline: u32,
+    pub(crate) latest_deadline: u32,
 }
 
 /// Reads [`ProvisionalCentre`] rows.
-pub async fn provisional_open_cases(
+pub(crate) async fn provisional_open_cases(
     client: &clickhouse::Client,
 ) -> Result<Vec<ProvisionalCentre>, clickhouse::error::Error> {
     client
@@ -141,7 +141,10 @@ pub async fn provisional_open_cases(
 }
 
 /// The open-cases part of `casewatch calendar coverage`.
-pub fn provisional_table(cfg: &Config, rows: &[ProvisionalCentre]) -> anyhow::Result<String> {
+pub(crate) fn provisional_table(
+    cfg: &Config,
+    rows: &[ProvisionalCentre],
+) -> anyhow::Result<String> {
     let calendars = cfg.calendars()?;
     if rows.is_empty() {
         return Ok("open cases with provisional deadlines: none\n".into());

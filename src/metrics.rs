@@ -9,42 +9,42 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A monotonically increasing counter.
 #[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
+pub(crate) struct Counter(AtomicU64);
 
 impl Counter {
-    pub fn inc(&self) {
+    pub(crate) fn inc(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
-    pub fn add(&self, n: u64) {
+    pub(crate) fn add(&self, n: u64) {
         self.0.fetch_add(n, Ordering::Relaxed);
     }
-    pub fn get(&self) -> u64 {
+    pub(crate) fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
 }
 
 /// A value that goes up and down.
 #[derive(Debug, Default)]
-pub struct Gauge(AtomicI64);
+pub(crate) struct Gauge(AtomicI64);
 
 impl Gauge {
-    pub fn set(&self, v: i64) {
+    pub(crate) fn set(&self, v: i64) {
         self.0.store(v, Ordering::Relaxed);
     }
-    pub fn get(&self) -> i64 {
+    pub(crate) fn get(&self) -> i64 {
         self.0.load(Ordering::Relaxed)
     }
 }
 
 /// Sum and count of observations (enough for a mean and a rate).
 #[derive(Debug, Default)]
-pub struct Summary {
+pub(crate) struct Summary {
     micros: AtomicU64,
     count: AtomicU64,
 }
 
 impl Summary {
-    pub fn observe(&self, seconds: f64) {
+    pub(crate) fn observe(&self, seconds: f64) {
         self.micros
             .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
@@ -53,19 +53,19 @@ impl Summary {
 
 /// Everything `run` reports.
 #[derive(Debug, Default)]
-pub struct Metrics {
-    pub consumed: Counter,
-    pub applied: Counter,
-    pub duplicates: Counter,
-    pub flushes: Counter,
-    pub flush_rows: Counter,
-    pub flush_seconds: Summary,
-    pub clickhouse_errors: Counter,
-    pub broker_errors: Counter,
-    pub cases_in_memory: Gauge,
+pub(crate) struct Metrics {
+    pub(crate) consumed: Counter,
+    pub(crate) applied: Counter,
+    pub(crate) duplicates: Counter,
+    pub(crate) flushes: Counter,
+    pub(crate) flush_rows: Counter,
+    pub(crate) flush_seconds: Summary,
+    pub(crate) clickhouse_errors: Counter,
+    pub(crate) broker_errors: Counter,
+    pub(crate) cases_in_memory: Gauge,
     /// 1 while the broker answers, 0 after an error until it answers again.
-    pub broker_up: Gauge,
-    pub ready: AtomicBool,
+    pub(crate) broker_up: Gauge,
+    pub(crate) ready: AtomicBool,
     dead_letters: Mutex<BTreeMap<String, u64>>,
     lag: Mutex<BTreeMap<i32, i64>>,
     /// Alerts handed to delivery, by (kind, level).
@@ -73,22 +73,22 @@ pub struct Metrics {
     /// Delivery attempts by (webhook, outcome).
     deliveries: Mutex<BTreeMap<(String, String), u64>>,
     /// From the triggering instant (detection or revocation) to a delivered answer.
-    pub delivery_latency: Summary,
+    pub(crate) delivery_latency: Summary,
     calendar: Mutex<CalendarReport>,
 }
 
 /// Calendar coverage as the service reports it (SPEC §2, "Calendar coverage").
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct CalendarReport {
+pub(crate) struct CalendarReport {
     /// Open cases with provisional facts, by the first year without holiday data they need.
-    pub provisional_open: BTreeMap<i32, u64>,
+    pub(crate) provisional_open: BTreeMap<i32, u64>,
     /// Years without data to warn about today: this year, and from `warn_from` the next.
-    pub missing_years: Vec<i32>,
+    pub(crate) missing_years: Vec<i32>,
 }
 
 impl CalendarReport {
     /// One line per finding, for `/readyz` and the log (none when all is covered).
-    pub fn lines(&self) -> Vec<String> {
+    pub(crate) fn lines(&self) -> Vec<String> {
         let mut out: Vec<String> = self
             .provisional_open
             .iter()
@@ -122,23 +122,23 @@ fn bump<K: Ord>(counters: &Mutex<BTreeMap<K, u64>>, key: K) {
 
 impl Metrics {
     /// Counts a dead letter by reason code.
-    pub fn dead_letter(&self, reason: &str) {
+    pub(crate) fn dead_letter(&self, reason: &str) {
         // Reason codes with a field name are bounded by the schema's field list.
         bump(&self.dead_letters, reason.to_string());
     }
 
     /// Counts an alert raised (handed to delivery).
-    pub fn alert_raised(&self, kind: &str, level: &str) {
+    pub(crate) fn alert_raised(&self, kind: &str, level: &str) {
         bump(&self.alerts_raised, (kind.to_string(), level.to_string()));
     }
 
     /// Counts a delivery attempt's outcome.
-    pub fn delivery(&self, webhook: &str, outcome: &str) {
+    pub(crate) fn delivery(&self, webhook: &str, outcome: &str) {
         bump(&self.deliveries, (webhook.to_string(), outcome.to_string()));
     }
 
     /// Sets (or, with None, removes) a partition's lag.
-    pub fn set_lag(&self, partition: i32, lag: Option<i64>) {
+    pub(crate) fn set_lag(&self, partition: i32, lag: Option<i64>) {
         let mut l = self.lag.lock().unwrap_or_else(|e| e.into_inner());
         match lag {
             Some(v) => l.insert(partition, v.max(0)),
@@ -147,7 +147,7 @@ impl Metrics {
     }
 
     /// Replaces the calendar report; returns whether it changed.
-    pub fn set_calendar(&self, report: CalendarReport) -> bool {
+    pub(crate) fn set_calendar(&self, report: CalendarReport) -> bool {
         let mut current = self.calendar.lock().unwrap_or_else(|e| e.into_inner());
         let changed = *current != report;
         *current = report;
@@ -155,7 +155,7 @@ impl Metrics {
     }
 
     /// The calendar report's lines.
-    pub fn calendar_lines(&self) -> Vec<String> {
+    pub(crate) fn calendar_lines(&self) -> Vec<String> {
         self.calendar
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -163,7 +163,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         let mut counter = |name: &str, help: &str, v: u64| {
             out.push_str(&format!(
@@ -308,7 +308,7 @@ impl Metrics {
 }
 
 /// Serves `/healthz` (the process runs), `/readyz` (subscribed and consuming) and `/metrics`.
-pub async fn serve(listener: tokio::net::TcpListener, metrics: std::sync::Arc<Metrics>) {
+pub(crate) async fn serve(listener: tokio::net::TcpListener, metrics: std::sync::Arc<Metrics>) {
     loop {
         let Ok((mut socket, _)) = listener.accept().await else {
             continue;

@@ -18,20 +18,20 @@ use crate::core::interner::Interner;
 use crate::core::rules::Rules;
 
 /// One non-blank line of an NDJSON file: its 1-based physical line number and its bytes.
-pub struct Line {
-    pub number: u64,
-    pub bytes: Vec<u8>,
+pub(crate) struct Line {
+    pub(crate) number: u64,
+    pub(crate) bytes: Vec<u8>,
 }
 
 /// Reads NDJSON lines, skipping blank ones; line numbers count every physical line.
-pub struct NdjsonLines<R> {
+pub(crate) struct NdjsonLines<R> {
     reader: R,
     number: u64,
 }
 
 impl<R: BufRead> NdjsonLines<R> {
     /// Lines of a reader.
-    pub fn new(reader: R) -> Self {
+    pub(crate) fn new(reader: R) -> Self {
         Self { reader, number: 0 }
     }
 }
@@ -67,24 +67,24 @@ impl<R: BufRead> Iterator for NdjsonLines<R> {
 
 /// A line that failed validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadLetter {
-    pub line: u64,
-    pub reason: Reason,
-    pub raw: Vec<u8>,
+pub(crate) struct DeadLetter {
+    pub(crate) line: u64,
+    pub(crate) reason: Reason,
+    pub(crate) raw: Vec<u8>,
 }
 
 /// What a replay saw.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ReplaySummary {
-    pub lines: u64,
-    pub applied: u64,
-    pub duplicates: u64,
-    pub dead_letters: Vec<DeadLetter>,
+pub(crate) struct ReplaySummary {
+    pub(crate) lines: u64,
+    pub(crate) applied: u64,
+    pub(crate) duplicates: u64,
+    pub(crate) dead_letters: Vec<DeadLetter>,
 }
 
 /// Feeds every line into the engine (event clock), then advances engine time to `as_of` when
 /// it is later. `wall_now` is the clock of the `future_timestamp` rule.
-pub fn replay_lines<R: BufRead>(
+pub(crate) fn replay_lines<R: BufRead>(
     engine: &mut Engine,
     lines: NdjsonLines<R>,
     wall_now: Instant,
@@ -137,7 +137,7 @@ fn flag(b: bool) -> &'static str {
 }
 
 /// Columns of `cases.csv` (SPEC §5 `cases`).
-pub const CASE_COLUMNS: [&str; 22] = [
+pub(crate) const CASE_COLUMNS: [&str; 22] = [
     "case_id",
     "center_id",
     "window_id",
@@ -203,7 +203,7 @@ pub fn case_fields(row: &CaseRow, syms: &Interner, rules: &Rules) -> Vec<String>
 }
 
 /// A `window_monthly` row: (month `YYYY-MM`, centre, window) → summed counters.
-pub fn monthly_sums(
+pub(crate) fn monthly_sums(
     daily: &[(String, String, String, String, Counters)],
 ) -> BTreeMap<(String, String, String), Counters> {
     let mut months: BTreeMap<(String, String, String), Counters> = BTreeMap::new();
@@ -219,7 +219,7 @@ pub fn monthly_sums(
 }
 
 /// Writes the five CSV files of `replay --out`.
-pub fn write_csv_outputs(
+pub(crate) fn write_csv_outputs(
     engine: &mut Engine,
     summary: &ReplaySummary,
     dir: &Path,

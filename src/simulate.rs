@@ -14,36 +14,35 @@ use crate::core::calendar::{day_number, DayUnit, Instant, WorkCalendar, DAY};
 
 /// A window of the profile.
 #[derive(Debug, Clone)]
-pub struct WindowDef {
-    pub id: String,
-    pub name: String,
-    pub department: String,
+pub(crate) struct WindowDef {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) department: String,
 }
 
 /// An approval item of the profile.
 #[derive(Debug, Clone)]
-pub struct ItemDef {
-    pub code: String,
-    pub name: String,
-    pub window: usize,
+pub(crate) struct ItemDef {
+    pub(crate) code: String,
+    pub(crate) name: String,
+    pub(crate) window: usize,
     /// None: an instant item (即办件).
-    pub promised_days: Option<i64>,
-    pub legal_days: Option<i64>,
-    pub calendar_days: bool,
+    pub(crate) promised_days: Option<i64>,
+    pub(crate) legal_days: Option<i64>,
+    pub(crate) calendar_days: bool,
     /// Published fee standard, in cents.
-    pub fee_cents: Option<i64>,
+    pub(crate) fee_cents: Option<i64>,
 }
 
 /// A centre to simulate.
 #[derive(Debug, Clone)]
-pub struct Profile {
-    pub center_id: String,
-    pub center_name: String,
-    pub windows: Vec<WindowDef>,
-    pub items: Vec<ItemDef>,
-    pub cases_per_month: f64,
+pub(crate) struct Profile {
+    pub(crate) center_id: String,
+    pub(crate) windows: Vec<WindowDef>,
+    pub(crate) items: Vec<ItemDef>,
+    pub(crate) cases_per_month: f64,
     /// UTC offset of the centre, in seconds (the simulator writes local timestamps).
-    pub utc_offset: i32,
+    pub(crate) utc_offset: i32,
 }
 
 const DEPARTMENTS: [(&str, &str); 22] = [
@@ -77,13 +76,8 @@ const ITEM_WORDS: [&str; 15] = [
 ];
 
 impl Profile {
-    /// A profile by name (`county`).
-    pub fn named(name: &str) -> Option<Profile> {
-        (name == "county").then(Profile::county)
-    }
-
     /// The seed county: 22 windows, 330 items.
-    pub fn county() -> Profile {
+    pub(crate) fn county() -> Profile {
         let windows: Vec<WindowDef> = DEPARTMENTS
             .iter()
             .enumerate()
@@ -121,7 +115,6 @@ impl Profile {
         }
         Profile {
             center_id: "C001".into(),
-            center_name: "示范县政务服务中心".into(),
             windows,
             items,
             cases_per_month: 1550.0,
@@ -224,7 +217,7 @@ pub fn county_lines(opts: &SimOptions) -> Vec<String> {
 }
 
 /// Generates the stream, in arrival order.
-pub fn generate(profile: &Profile, opts: &SimOptions) -> Vec<SimEvent> {
+pub(crate) fn generate(profile: &Profile, opts: &SimOptions) -> Vec<SimEvent> {
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
     let offset =
         FixedOffset::east_opt(profile.utc_offset).unwrap_or(FixedOffset::east_opt(0).unwrap());

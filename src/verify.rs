@@ -13,13 +13,13 @@ use crate::core::engine::Calendars;
 use crate::sinks::clickhouse::rows::CaseRecord;
 
 /// (day, centre, window, item) → counters.
-pub type DailyTable = BTreeMap<(i64, String, String, String), Counters>;
+pub(crate) type DailyTable = BTreeMap<(i64, String, String, String), Counters>;
 
 /// A holding anomaly: (case, level, detected_at).
-pub type HeldAnomaly = (String, String, u32);
+pub(crate) type HeldAnomaly = (String, String, u32);
 
 /// The `window_daily` rows that `cases` and the holding anomalies imply.
-pub fn expected_daily(
+pub(crate) fn expected_daily(
     cases: &[CaseRecord],
     anomalies: &[HeldAnomaly],
     calendars: &Calendars,
@@ -90,7 +90,7 @@ pub fn expected_daily(
 }
 
 /// Differences between the expected and the stored rows, as printable lines.
-pub fn compare(expected: &DailyTable, actual: &DailyTable) -> Vec<String> {
+pub(crate) fn compare(expected: &DailyTable, actual: &DailyTable) -> Vec<String> {
     let mut out = Vec::new();
     let keys: std::collections::BTreeSet<_> = expected.keys().chain(actual.keys()).collect();
     for k in keys {
@@ -123,7 +123,11 @@ pub fn compare(expected: &DailyTable, actual: &DailyTable) -> Vec<String> {
 }
 
 /// Reads ClickHouse and compares the days `from..=to`; exit code 0 when they agree, 1 if not.
-pub async fn verify_command(cfg: &Config, from: NaiveDate, to: NaiveDate) -> anyhow::Result<i32> {
+pub(crate) async fn verify_command(
+    cfg: &Config,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> anyhow::Result<i32> {
     let client = crate::sinks::clickhouse::client(&cfg.clickhouse);
     let calendars = cfg.calendars()?;
     let cases: Vec<CaseRecord> = client

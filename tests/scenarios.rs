@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use casewatch::core::aggregate::{counter, Counters};
 use casewatch::core::calendar::{HolidayTable, Instant, WorkCalendar, DAY};
-use casewatch::core::case::{Anomalies, CaseState, EventSyms, Facts};
+use casewatch::core::case::{Anomalies, Facts};
 use casewatch::core::engine::{ApplyOutcome, Calendars, Engine};
 use casewatch::core::event::{parse_event, parse_timestamp, CaseEvent};
 use casewatch::core::rules::{AnomalyKind, Rules};
@@ -367,99 +367,6 @@ fn late_acceptance_on_its_boundary_and_revoked_by_an_earlier_acceptance() {
     );
     s.accept("c", sub + 3600, 3);
     assert_eq!(s.anomaly("c", AnomalyKind::LateAcceptance), None);
-}
-
-#[test]
-fn only_later_steps_and_ordinary_fees_are_fact_neutral() {
-    // The engine skips facts and aggregates for these events (and, in debug builds, asserts
-    // the facts did not move); anything else must not be classified neutral.
-    let event =
-        |n: u32, ty: &str, t: Instant, extra: Value| scenario_event(n, "c", ty, t, "hall", extra);
-    let seen = EventSyms {
-        center: 1,
-        window: 2,
-        item_code: 3,
-        ..EventSyms::default()
-    };
-    let nothing_new = EventSyms::default();
-    let t0 = at(MON);
-    let mut state = CaseState::default();
-    let mut n: u64 = 0;
-    let mut apply = |state: &mut CaseState, e: &CaseEvent, syms: EventSyms| {
-        n += 1;
-        state.apply(e, n, syms);
-    };
-    let accepted = event(
-        1,
-        "accepted",
-        t0,
-        json!({"item": {"code": "I1", "kind": "promised", "promised_days": 3}}),
-    );
-    assert!(!state.is_fact_neutral(&accepted, seen));
-    apply(&mut state, &accepted, seen);
-
-    let first_step = event(2, "step", t0 + 20, json!({"step": "review"}));
-    assert!(
-        !state.is_fact_neutral(&first_step, nothing_new),
-        "first handling"
-    );
-    apply(&mut state, &first_step, nothing_new);
-    assert!(state.is_fact_neutral(
-        &event(3, "step", t0 + 20, json!({"step": "x"})),
-        nothing_new
-    ));
-    assert!(state.is_fact_neutral(
-        &event(4, "step", t0 + 30, json!({"step": "x"})),
-        nothing_new
-    ));
-    assert!(
-        !state.is_fact_neutral(
-            &event(5, "step", t0 + 19, json!({"step": "x"})),
-            nothing_new
-        ),
-        "an earlier step moves the first handling"
-    );
-    let new_department = EventSyms {
-        department: 4,
-        ..EventSyms::default()
-    };
-    assert!(
-        !state.is_fact_neutral(
-            &event(6, "step", t0 + 40, json!({"step": "x"})),
-            new_department
-        ),
-        "a department the case has not seen"
-    );
-
-    let fee = |n, amount: i64| {
-        event(
-            n,
-            "fee_charged",
-            t0 + 50,
-            json!({"amount_cents": amount, "standard_cents": 1000}),
-        )
-    };
-    assert!(state.is_fact_neutral(&fee(7, 1000), nothing_new));
-    assert!(
-        !state.is_fact_neutral(&fee(8, 1001), nothing_new),
-        "an overcharge"
-    );
-    apply(&mut state, &fee(8, 1001), nothing_new);
-    assert!(
-        state.is_fact_neutral(&fee(9, 2000), nothing_new),
-        "the overcharge is already held"
-    );
-
-    for (ty, extra) in [
-        ("evaluated", json!({"rating": 5})),
-        ("completed", json!({"outcome": "approved"})),
-        ("extended", json!({"extra_days": 1})),
-    ] {
-        assert!(
-            !state.is_fact_neutral(&event(10, ty, t0 + 60, extra), nothing_new),
-            "{ty}"
-        );
-    }
 }
 
 #[test]

@@ -19,7 +19,7 @@ use crate::sinks::clickhouse::ClickhouseWriter;
 
 /// What one attempt's answer means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Delivered,
     /// Network error, timeout, 5xx, 408 or 429 (with the server's `Retry-After`, if any).
     Retry(Option<Duration>),
@@ -28,7 +28,7 @@ pub enum Verdict {
 }
 
 /// Classifies an answer (`None`: no answer at all).
-pub fn classify(status: Option<u16>, retry_after: Option<&str>) -> Verdict {
+pub(crate) fn classify(status: Option<u16>, retry_after: Option<&str>) -> Verdict {
     let after = retry_after
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
@@ -42,7 +42,7 @@ pub fn classify(status: Option<u16>, retry_after: Option<&str>) -> Verdict {
 
 /// The wait before attempt `attempt + 1`: exponential from 500 ms up to 60 s, with jitter
 /// (`jitter` in [0, 1) picks between half and all of it), never shorter than `Retry-After`.
-pub fn backoff(attempt: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
+pub(crate) fn backoff(attempt: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
     let base = Duration::from_millis(500)
         .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
         .min(Duration::from_secs(60));
@@ -52,16 +52,16 @@ pub fn backoff(attempt: u32, retry_after: Option<Duration>, jitter: f64) -> Dura
 
 /// `alert_deliveries`: one row per attempt.
 #[derive(Debug, Clone, Row, Serialize, Deserialize, PartialEq, Eq)]
-pub struct DeliveryRecord {
-    pub alert_id: String,
-    pub webhook: String,
-    pub revocation: u8,
-    pub attempt: u32,
+pub(crate) struct DeliveryRecord {
+    pub(crate) alert_id: String,
+    pub(crate) webhook: String,
+    pub(crate) revocation: u8,
+    pub(crate) attempt: u32,
     /// `delivered`, `retry`, `rejected` or `exhausted`.
-    pub outcome: String,
-    pub http_status: u16,
-    pub error: String,
-    pub attempted_at: u32,
+    pub(crate) outcome: String,
+    pub(crate) http_status: u16,
+    pub(crate) error: String,
+    pub(crate) attempted_at: u32,
 }
 
 /// One message to send.
@@ -237,7 +237,7 @@ fn error_kind(e: &reqwest::Error) -> String {
 
 /// The handle the consumer talks to; cheap to clone.
 #[derive(Clone)]
-pub struct Dispatcher {
+pub(crate) struct Dispatcher {
     input: mpsc::UnboundedSender<Input>,
     /// Inputs not yet handled plus jobs not yet ended.
     busy: Arc<AtomicUsize>,
@@ -245,7 +245,7 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     /// Hands over alert rows that are durable in ClickHouse.
-    pub fn alerts(&self, rows: Vec<AlertRecord>) {
+    pub(crate) fn alerts(&self, rows: Vec<AlertRecord>) {
         if !rows.is_empty() {
             self.busy.fetch_add(1, Ordering::SeqCst);
             if self.input.send(Input::Alerts(rows)).is_err() {
@@ -255,7 +255,7 @@ impl Dispatcher {
     }
 
     /// Asks for an outbox scan of these partitions.
-    pub fn rescan(&self, partitions: Vec<(String, u32)>) {
+    pub(crate) fn rescan(&self, partitions: Vec<(String, u32)>) {
         if !partitions.is_empty() {
             self.busy.fetch_add(1, Ordering::SeqCst);
             if self.input.send(Input::Rescan(partitions)).is_err() {
@@ -265,13 +265,13 @@ impl Dispatcher {
     }
 
     /// Nothing waiting, nothing in flight.
-    pub fn is_idle(&self) -> bool {
+    pub(crate) fn is_idle(&self) -> bool {
         self.busy.load(Ordering::SeqCst) == 0
     }
 
     /// Starts the dispatcher, its webhook workers and the `alert_deliveries` writer on the
     /// current tokio runtime.
-    pub fn start(
+    pub(crate) fn start(
         cfg: Arc<Config>,
         client: ::clickhouse::Client,
         metrics: Arc<Metrics>,
@@ -575,7 +575,7 @@ impl State {
 }
 
 /// `casewatch alerts test --webhook NAME`: sends a sample alert and records the attempts.
-pub async fn send_test(
+pub(crate) async fn send_test(
     cfg: Arc<Config>,
     client: ::clickhouse::Client,
     webhook: &str,

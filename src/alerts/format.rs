@@ -13,23 +13,23 @@ use crate::sinks::clickhouse::rows::AlertRecord;
 
 /// One HTTP POST.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    pub url: String,
-    pub headers: Vec<(String, String)>,
-    pub body: String,
+pub(crate) struct Message {
+    pub(crate) url: String,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: String,
 }
 
 /// What the message is about, resolved for display.
-pub struct Context<'a> {
-    pub alert: &'a AlertRecord,
+pub(crate) struct Context<'a> {
+    pub(crate) alert: &'a AlertRecord,
     /// A follow-up revocation (撤销) rather than the alert itself.
-    pub revocation: bool,
+    pub(crate) revocation: bool,
     /// The window's name (its id when unknown).
-    pub window_name: &'a str,
+    pub(crate) window_name: &'a str,
     /// The centre's working calendar (for the working days remaining).
-    pub calendar: &'a WorkCalendar,
+    pub(crate) calendar: &'a WorkCalendar,
     /// Unix milliseconds of the send.
-    pub now_millis: i64,
+    pub(crate) now_millis: i64,
 }
 
 impl Context<'_> {
@@ -47,7 +47,7 @@ impl Context<'_> {
     }
 
     /// Working days from now to the deadline (negative when late), to two decimals.
-    pub fn working_days_remaining(&self) -> Option<f64> {
+    pub(crate) fn working_days_remaining(&self) -> Option<f64> {
         let deadline = i64::from(self.deadline()?);
         let now = self.now_millis.div_euclid(1000);
         let seconds = if deadline >= now {
@@ -62,7 +62,7 @@ impl Context<'_> {
     }
 
     /// One line in Chinese.
-    pub fn one_line(&self) -> String {
+    pub(crate) fn one_line(&self) -> String {
         let a = self.alert;
         let prefix = if self.revocation { "【撤销】" } else { "" };
         format!(
@@ -106,7 +106,7 @@ impl Context<'_> {
     }
 
     /// The Markdown text of the robot formats, readable on a phone.
-    pub fn markdown(&self) -> String {
+    pub(crate) fn markdown(&self) -> String {
         let a = self.alert;
         let tz = self.calendar.tz();
         let local = |t: u32| local(t, tz);
@@ -136,7 +136,7 @@ impl Context<'_> {
     }
 
     /// The SPEC's generic JSON body.
-    pub fn generic_body(&self) -> String {
+    pub(crate) fn generic_body(&self) -> String {
         let a = self.alert;
         let ts = |t: Option<u32>| t.map(rfc3339);
         json!({
@@ -164,7 +164,7 @@ impl Context<'_> {
 }
 
 /// The robot line of an alert whose deadlines needed a year without holiday data (SPEC §2).
-pub const PROVISIONAL_LINE: &str =
+pub(crate) const PROVISIONAL_LINE: &str =
     "- 注意：时限涉及尚未导入节假日安排的年份，按周一至周五暂定，导入后将重新计算";
 
 fn item(a: &AlertRecord) -> String {
@@ -190,7 +190,7 @@ fn local(t: u32, tz: chrono_tz::Tz) -> String {
 }
 
 /// `hex(HMAC-SHA256(secret, timestamp + "." + body))`, the generic format's signature.
-pub fn generic_signature(secret: &str, timestamp: &str, body: &str) -> String {
+pub(crate) fn generic_signature(secret: &str, timestamp: &str, body: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
     mac.update(timestamp.as_bytes());
     mac.update(b".");
@@ -203,7 +203,7 @@ pub fn generic_signature(secret: &str, timestamp: &str, body: &str) -> String {
 }
 
 /// DingTalk's `sign`: `base64(HMAC-SHA256(secret, timestamp + "\n" + secret))`, URL-encoded.
-pub fn dingtalk_sign(secret: &str, timestamp_millis: i64) -> String {
+pub(crate) fn dingtalk_sign(secret: &str, timestamp_millis: i64) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
     mac.update(format!("{timestamp_millis}\n{secret}").as_bytes());
     let b64 = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
@@ -222,7 +222,7 @@ fn percent_encode(s: &str) -> String {
 }
 
 /// The POST of an alert (or its revocation) in a webhook's format.
-pub fn render(format: WebhookFormat, url: &str, secret: &str, ctx: &Context<'_>) -> Message {
+pub(crate) fn render(format: WebhookFormat, url: &str, secret: &str, ctx: &Context<'_>) -> Message {
     let a = ctx.alert;
     let mut headers = vec![
         ("Content-Type".to_string(), "application/json".to_string()),

@@ -15,14 +15,14 @@
 //! Holding: alerts of a partition more than `alerts.hold_lag` messages behind are not handed
 //! over; once it catches up, the outbox scan delivers those that still hold.
 
-pub mod deliver;
-pub mod format;
+pub(crate) mod deliver;
+pub(crate) mod format;
 
 use crate::config::AlertsConfig;
 use crate::sinks::clickhouse::rows::AlertRecord;
 
 /// The webhooks an alert goes to: those of every matching route, each once, in config order.
-pub fn route<'a>(cfg: &'a AlertsConfig, alert: &AlertRecord) -> Vec<&'a str> {
+pub(crate) fn route<'a>(cfg: &'a AlertsConfig, alert: &AlertRecord) -> Vec<&'a str> {
     let matches = |list: &[String], v: &str| list.is_empty() || list.iter().any(|x| x == v);
     let mut out: Vec<&str> = Vec::new();
     for r in &cfg.routes {

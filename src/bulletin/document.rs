@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 /// A piece of a paragraph.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Inline {
+pub(crate) enum Inline {
     Text(String),
     /// Bold text.
     Strong(String),
@@ -14,7 +14,7 @@ pub enum Inline {
 
 /// The charts of the HTML page (Markdown leaves them out).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Chart {
+pub(crate) enum Chart {
     /// Completed cases and on-time rate over twelve months.
     Trend,
     /// On-time and on-site rate per window.
@@ -23,7 +23,7 @@ pub enum Chart {
 
 /// One block of the document.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Block {
+pub(crate) enum Block {
     /// A section (level 2) or subsection (level 3) heading.
     Heading(u8, String),
     Paragraph(Vec<Inline>),
@@ -36,50 +36,50 @@ pub enum Block {
 
 /// A bulletin: its title and blocks in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Document {
-    pub title: String,
-    pub blocks: Vec<Block>,
+pub(crate) struct Document {
+    pub(crate) title: String,
+    pub(crate) blocks: Vec<Block>,
 }
 
 impl Document {
-    pub fn new(title: String) -> Self {
+    pub(crate) fn new(title: String) -> Self {
         Self {
             title,
             blocks: Vec::new(),
         }
     }
 
-    pub fn heading(&mut self, level: u8, text: impl Into<String>) {
+    pub(crate) fn heading(&mut self, level: u8, text: impl Into<String>) {
         self.blocks.push(Block::Heading(level, text.into()));
     }
 
     /// A paragraph of plain text.
-    pub fn text(&mut self, text: impl Into<String>) {
+    pub(crate) fn text(&mut self, text: impl Into<String>) {
         self.blocks
             .push(Block::Paragraph(vec![Inline::Text(text.into())]));
     }
 
     /// A paragraph that starts with a bold label.
-    pub fn labelled(&mut self, label: impl Into<String>, text: impl Into<String>) {
+    pub(crate) fn labelled(&mut self, label: impl Into<String>, text: impl Into<String>) {
         self.blocks.push(Block::Paragraph(vec![
             Inline::Strong(label.into()),
             Inline::Text(text.into()),
         ]));
     }
 
-    pub fn table(&mut self, header: &[&str], rows: Vec<Vec<String>>) {
+    pub(crate) fn table(&mut self, header: &[&str], rows: Vec<Vec<String>>) {
         self.blocks.push(Block::Table {
             header: header.iter().map(|h| h.to_string()).collect(),
             rows,
         });
     }
 
-    pub fn chart(&mut self, chart: Chart) {
+    pub(crate) fn chart(&mut self, chart: Chart) {
         self.blocks.push(Block::Chart(chart));
     }
 
     /// Markdown: blocks separated by a blank line, text escaped.
-    pub fn to_markdown(&self) -> String {
+    pub(crate) fn to_markdown(&self) -> String {
         let mut parts = vec![format!("# {}\n", md_escape(&self.title))];
         for block in &self.blocks {
             match block {
@@ -108,7 +108,7 @@ impl Document {
     }
 
     /// The HTML body: text escaped, each chart drawn by `chart`.
-    pub fn to_html_body(&self, chart: impl Fn(Chart) -> String) -> String {
+    pub(crate) fn to_html_body(&self, chart: impl Fn(Chart) -> String) -> String {
         let mut body = format!("<h1>{}</h1>", html_escape(&self.title));
         for block in &self.blocks {
             match block {
@@ -167,7 +167,7 @@ fn html_row(out: &mut String, tag: &str, cells: &[String]) {
 /// Markdown text: the characters that would start markup, tables, links or HTML are escaped,
 /// and line breaks become spaces (a name cannot end a table row or start a heading). An
 /// underscore inside a word (`deadline_warning`) cannot delimit emphasis and stays as it is.
-pub fn md_escape(s: &str) -> String {
+pub(crate) fn md_escape(s: &str) -> String {
     let chars: Vec<char> = s.chars().collect();
     let mut out = String::with_capacity(s.len());
     for (i, &c) in chars.iter().enumerate() {
@@ -190,7 +190,7 @@ pub fn md_escape(s: &str) -> String {
 }
 
 /// HTML text and attribute values.
-pub fn html_escape(s: &str) -> String {
+pub(crate) fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -14,8 +14,8 @@
 //! rate without a denominator adds nothing to the score; ties go to more completed cases, then
 //! to the window id.
 
-pub mod document;
-pub mod render;
+pub(crate) mod document;
+pub(crate) mod render;
 
 use chrono::{Datelike, NaiveDate};
 use clickhouse::Row;
@@ -27,14 +27,14 @@ use crate::core::calendar::{day_number, DayUnit, WorkCalendar, DAY};
 
 /// A month or a quarter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Period {
+pub(crate) enum Period {
     Month { year: i32, month: u32 },
     Quarter { year: i32, quarter: u32 },
 }
 
 impl Period {
     /// `2014-10`, `2014-Q3`, or `last-month` / `last-quarter` relative to `today`.
-    pub fn parse(s: &str, today: NaiveDate) -> anyhow::Result<Period> {
+    pub(crate) fn parse(s: &str, today: NaiveDate) -> anyhow::Result<Period> {
         let bad = || {
             anyhow::anyhow!(
                 "--period must be YYYY-MM, YYYY-Qn, last-month or last-quarter, not {s:?}"
@@ -77,7 +77,7 @@ impl Period {
     }
 
     /// The label of file names and titles: `2014-10` or `2014-Q3`.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         match *self {
             Period::Month { year, month } => format!("{year}-{month:02}"),
             Period::Quarter { year, quarter } => format!("{year}-Q{quarter}"),
@@ -85,7 +85,7 @@ impl Period {
     }
 
     /// The months it covers.
-    pub fn months(&self) -> Vec<(i32, u32)> {
+    pub(crate) fn months(&self) -> Vec<(i32, u32)> {
         match *self {
             Period::Month { year, month } => vec![(year, month)],
             Period::Quarter { year, quarter } => {
@@ -95,7 +95,7 @@ impl Period {
     }
 
     /// First and last local day.
-    pub fn days(&self) -> (NaiveDate, NaiveDate) {
+    pub(crate) fn days(&self) -> (NaiveDate, NaiveDate) {
         let months = self.months();
         let (y0, m0) = months[0];
         let (y1, m1) = months[months.len() - 1];
@@ -103,7 +103,7 @@ impl Period {
     }
 
     /// The period before (the previous month or quarter, across a year end).
-    pub fn previous(&self) -> Period {
+    pub(crate) fn previous(&self) -> Period {
         match *self {
             Period::Month { year, month: 1 } => Period::Month {
                 year: year - 1,
@@ -124,7 +124,7 @@ impl Period {
         }
     }
 
-    pub fn is_quarter(&self) -> bool {
+    pub(crate) fn is_quarter(&self) -> bool {
         matches!(self, Period::Quarter { .. })
     }
 }
@@ -147,13 +147,13 @@ macro_rules! sums {
         /// Sums of `window_daily` over some days (one window, or the whole centre): every
         /// counter of [`crate::window_counters`], in its order.
         #[derive(Debug, Clone, Default, PartialEq, Eq, Row, Deserialize)]
-        pub struct Sums {
+        pub(crate) struct Sums {
             $(pub $name: i64,)*
         }
 
         impl Sums {
             /// Adds another sum to this one.
-            pub fn add(&mut self, other: &Sums) {
+            pub(crate) fn add(&mut self, other: &Sums) {
                 $(self.$name += other.$name;)*
             }
         }
@@ -169,27 +169,27 @@ fn sums_sql() -> String {
 
 /// The seven rates, in ten-thousandths (None: no denominator).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rates {
-    pub completion: Option<i64>,
-    pub on_time: Option<i64>,
-    pub early: Option<i64>,
-    pub on_site: Option<i64>,
-    pub evaluation: Option<i64>,
-    pub satisfaction: Option<i64>,
-    pub speedup: Option<i64>,
+pub(crate) struct Rates {
+    pub(crate) completion: Option<i64>,
+    pub(crate) on_time: Option<i64>,
+    pub(crate) early: Option<i64>,
+    pub(crate) on_site: Option<i64>,
+    pub(crate) evaluation: Option<i64>,
+    pub(crate) satisfaction: Option<i64>,
+    pub(crate) speedup: Option<i64>,
 }
 
 impl Sums {
-    pub fn evaluations(&self) -> i64 {
+    pub(crate) fn evaluations(&self) -> i64 {
         self.rating_1 + self.rating_2 + self.rating_3 + self.rating_4 + self.rating_5
     }
 
     /// 不满意: ratings 1 and 2.
-    pub fn unsatisfied(&self) -> i64 {
+    pub(crate) fn unsatisfied(&self) -> i64 {
         self.rating_1 + self.rating_2
     }
 
-    pub fn rates(&self) -> Rates {
+    pub(crate) fn rates(&self) -> Rates {
         Rates {
             completion: rate_e4(self.completed, self.accepted),
             on_time: rate_e4(self.completed_on_time, self.completed),
@@ -210,74 +210,73 @@ impl Sums {
 
 /// One window's figures.
 #[derive(Debug, Clone)]
-pub struct WindowFigures {
-    pub center_id: String,
-    pub window_id: String,
+pub(crate) struct WindowFigures {
+    pub(crate) center_id: String,
+    pub(crate) window_id: String,
     /// From config; the id when the window is not configured.
-    pub name: String,
-    pub department: String,
-    pub sums: Sums,
+    pub(crate) name: String,
+    pub(crate) department: String,
+    pub(crate) sums: Sums,
 }
 
 /// A case named in 三、超期及异常办件.
 #[derive(Debug, Clone, PartialEq, Eq, Row, Deserialize)]
-pub struct CaseLine {
-    pub case_id: String,
-    pub window_id: String,
-    pub item_code: String,
-    pub item_name: String,
-    pub status: String,
+pub(crate) struct CaseLine {
+    pub(crate) case_id: String,
+    pub(crate) window_id: String,
+    pub(crate) item_code: String,
+    pub(crate) item_name: String,
+    pub(crate) status: String,
     /// The promised deadline (overdue cases) or the red card's detection (red cases).
-    pub at: u32,
+    pub(crate) at: u32,
     /// The case's promised deadline, if it has one.
-    pub deadline: Option<u32>,
+    pub(crate) deadline: Option<u32>,
     /// The end of the case, if it ended.
-    pub ended_at: Option<u32>,
+    pub(crate) ended_at: Option<u32>,
     /// The alert level (overdue cases) or the red kinds (red cases), comma-separated.
-    pub kinds: String,
+    pub(crate) kinds: String,
 }
 
 /// Anomalies of one kind in one window.
 #[derive(Debug, Clone, PartialEq, Eq, Row, Deserialize)]
-pub struct AnomalyCount {
-    pub kind: String,
-    pub level: String,
-    pub window_id: String,
-    pub count: u64,
+pub(crate) struct AnomalyCount {
+    pub(crate) kind: String,
+    pub(crate) level: String,
+    pub(crate) window_id: String,
+    pub(crate) count: u64,
 }
 
 /// Everything a bulletin shows.
 #[derive(Debug, Clone)]
-pub struct Figures {
-    pub period: Period,
-    pub center: Option<String>,
+pub(crate) struct Figures {
+    pub(crate) period: Period,
     /// The centre's name for the title: `--center`'s, or the only configured centre's.
-    pub center_name: String,
-    pub totals: Sums,
-    pub previous: Sums,
+    pub(crate) center_name: String,
+    pub(crate) totals: Sums,
+    pub(crate) previous: Sums,
     /// Every configured window (of the centre) and every window with data.
-    pub windows: Vec<WindowFigures>,
+    pub(crate) windows: Vec<WindowFigures>,
     /// Quarter only: each month's totals.
-    pub by_month: Vec<(String, Sums)>,
+    pub(crate) by_month: Vec<(String, Sums)>,
     /// The twelve months up to the period's last: (label, totals).
-    pub trend: Vec<(String, Sums)>,
-    pub overdue: Vec<CaseLine>,
-    pub red: Vec<CaseLine>,
-    pub anomalies: Vec<AnomalyCount>,
+    pub(crate) trend: Vec<(String, Sums)>,
+    pub(crate) overdue: Vec<CaseLine>,
+    pub(crate) red: Vec<CaseLine>,
+    pub(crate) anomalies: Vec<AnomalyCount>,
     /// The calendar of the centre, for working days late.
-    pub calendar: std::sync::Arc<WorkCalendar>,
+    pub(crate) calendar: std::sync::Arc<WorkCalendar>,
     /// Engine-independent "now" for open cases: the end of the period or the wall clock,
     /// whichever is earlier.
-    pub as_of: i64,
+    pub(crate) as_of: i64,
     /// Cases of the period (accepted, completed or due in it) whose deadlines depend on a year
     /// without holiday data (`cases.calendar_provisional`): the bulletin's footnote.
-    pub provisional_cases: u64,
+    pub(crate) provisional_cases: u64,
 }
 
 impl Figures {
     /// Working days from the promised deadline to the case's end (or `as_of` while open);
     /// None when it has no deadline or is not late.
-    pub fn working_days_late(&self, c: &CaseLine) -> Option<f64> {
+    pub(crate) fn working_days_late(&self, c: &CaseLine) -> Option<f64> {
         let deadline = i64::from(c.deadline?);
         let end = c.ended_at.map_or(self.as_of, i64::from);
         if end <= deadline {
@@ -317,7 +316,7 @@ struct WindowSums {
 }
 
 /// Reads a period's figures.
-pub async fn load(
+pub(crate) async fn load(
     client: &clickhouse::Client,
     cfg: &Config,
     period: Period,
@@ -454,7 +453,6 @@ pub async fn load(
     Ok(Figures {
         provisional_cases,
         period,
-        center: center.map(str::to_string),
         center_name: match center {
             Some(c) => cfg
                 .centers
@@ -506,26 +504,26 @@ fn local_midnight(calendar: &WorkCalendar, date: NaiveDate) -> i64 {
 
 /// Ranking weights of the five rates (`[bulletin.weights]`).
 #[derive(Debug, Clone, Copy)]
-pub struct Weights {
-    pub on_site: f64,
-    pub on_time: f64,
-    pub early: f64,
-    pub evaluation: f64,
-    pub satisfaction: f64,
+pub(crate) struct Weights {
+    pub(crate) on_site: f64,
+    pub(crate) on_time: f64,
+    pub(crate) early: f64,
+    pub(crate) evaluation: f64,
+    pub(crate) satisfaction: f64,
 }
 
 /// A ranked window.
 #[derive(Debug, Clone)]
-pub struct Ranked {
-    pub rank: usize,
-    pub window: WindowFigures,
-    pub rates: Rates,
+pub(crate) struct Ranked {
+    pub(crate) rank: usize,
+    pub(crate) window: WindowFigures,
+    pub(crate) rates: Rates,
     /// Σ weight × rate, in percent points (two decimals).
-    pub score: f64,
+    pub(crate) score: f64,
 }
 
 /// Ranks the windows that accepted cases; ties: more completed first, then the window id.
-pub fn rank(windows: &[WindowFigures], w: Weights) -> Vec<Ranked> {
+pub(crate) fn rank(windows: &[WindowFigures], w: Weights) -> Vec<Ranked> {
     let mut ranked: Vec<Ranked> = windows
         .iter()
         .filter(|x| x.sums.accepted > 0)

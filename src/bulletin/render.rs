@@ -10,7 +10,7 @@ use crate::core::rules::{AnomalyKind, Level};
 
 /// Chinese (default) or English labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lang {
+pub(crate) enum Lang {
     Zh,
     En,
 }
@@ -25,7 +25,7 @@ impl Lang {
 }
 
 /// A rate in ten-thousandths as a percentage with two decimals; "—" without a denominator.
-pub fn percent(r: Option<i64>) -> String {
+pub(crate) fn percent(r: Option<i64>) -> String {
     match r {
         None => "—".to_string(),
         Some(v) => {
@@ -188,7 +188,7 @@ fn ranking_table(lang: Lang, ranked: &[Ranked]) -> (Vec<&'static str>, Vec<Vec<S
 }
 
 /// `ranking-<period>.csv`.
-pub fn csv(lang: Lang, ranked: &[Ranked]) -> String {
+pub(crate) fn csv(lang: Lang, ranked: &[Ranked]) -> String {
     let (header, rows) = ranking_table(lang, ranked);
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(&header).expect("in memory");
@@ -219,12 +219,12 @@ fn title(lang: Lang, f: &Figures) -> String {
 }
 
 /// `bulletin-<period>.md`.
-pub fn markdown(lang: Lang, f: &Figures, ranked: &[Ranked]) -> String {
+pub(crate) fn markdown(lang: Lang, f: &Figures, ranked: &[Ranked]) -> String {
     document(lang, f, ranked).to_markdown()
 }
 
 /// The bulletin's sections (SPEC §6), in order.
-pub fn document(lang: Lang, f: &Figures, ranked: &[Ranked]) -> Document {
+pub(crate) fn document(lang: Lang, f: &Figures, ranked: &[Ranked]) -> Document {
     let mut doc = Document::new(title(lang, f));
     let (from, to) = f.period.days();
     doc.text(format!("{}：{from} — {to}", lang.t("统计期间", "Period")));
@@ -480,7 +480,7 @@ fn idle_windows(doc: &mut Document, lang: Lang, f: &Figures) {
 }
 
 /// The footnote of a period with deadlines in a year without holiday data (SPEC §2).
-pub fn provisional_footnote(lang: Lang, cases: u64) -> String {
+pub(crate) fn provisional_footnote(lang: Lang, cases: u64) -> String {
     match lang {
         Lang::Zh => format!(
             "注：本期有 {cases} 件办件的办理时限涉及尚未导入节假日安排的年份，按周一至周五暂定；\
@@ -597,7 +597,7 @@ fn trend_svg(lang: Lang, trend: &[(String, Sums)]) -> String {
 
 /// `bulletin-<period>.html`: the Markdown's content as HTML, with two charts, no external asset.
 /// `bulletin-<period>.html`: the same document with its charts, self-contained, A4 print.
-pub fn html(lang: Lang, f: &Figures, ranked: &[Ranked]) -> String {
+pub(crate) fn html(lang: Lang, f: &Figures, ranked: &[Ranked]) -> String {
     let body = document(lang, f, ranked).to_html_body(|chart| match chart {
         Chart::Trend => trend_svg(lang, &f.trend),
         Chart::WindowRates => bars_svg(lang, ranked),

@@ -21,14 +21,14 @@ use crate::core::calendar::{DayUnit, Instant};
 pub struct Cli {
     /// Configuration file layered over the embedded defaults.
     #[arg(long, global = true, env = "CASEWATCH_CONFIG")]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// `casewatch alerts ...`.
 #[derive(Debug, clap::Subcommand)]
-pub enum AlertsCommand {
+pub(crate) enum AlertsCommand {
     /// Send a sample alert to one webhook (retries included) and record the attempts.
     Test {
         /// The webhook's name in alerts.webhooks.
@@ -38,7 +38,7 @@ pub enum AlertsCommand {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Print the effective configuration (secrets masked); fail on an invalid one.
     CheckConfig,
     /// Check an NDJSON file against wire format v1; exit 1 if any line is invalid.
@@ -144,7 +144,7 @@ pub enum Command {
 
 /// `casewatch calendar …`.
 #[derive(Debug, Subcommand)]
-pub enum CalendarCommand {
+pub(crate) enum CalendarCommand {
     /// The instant at which N days have elapsed from an instant (a promised deadline).
     Deadline {
         /// Start instant (RFC 3339 with offset), e.g. the acceptance.
@@ -203,7 +203,7 @@ pub enum CalendarCommand {
 
 /// `replay --sink`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Sink {
+pub(crate) enum Sink {
     /// CSV files in `--out`.
     Csv,
     /// The tables of SPEC §5 (resumable).
@@ -212,7 +212,7 @@ pub enum Sink {
 
 /// `bulletin --lang`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Lang {
+pub(crate) enum Lang {
     Zh,
     En,
 }
@@ -228,7 +228,7 @@ impl From<Lang> for crate::bulletin::render::Lang {
 
 /// `calendar --unit`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Unit {
+pub(crate) enum Unit {
     /// Only working days count.
     Working,
     /// Every day counts.
@@ -246,7 +246,7 @@ impl From<Unit> for DayUnit {
 
 /// `simulate --profile`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ProfileName {
+pub(crate) enum ProfileName {
     /// The seed county: 22 windows, 330 items, ~1,550 cases a month.
     County,
 }

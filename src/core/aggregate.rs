@@ -76,7 +76,7 @@ pub type Counters = [i64; COUNTERS];
 pub const ZERO: Counters = [0; COUNTERS];
 
 /// The counter columns as a SQL list, each written by `column` (e.g. `sum(received)`).
-pub fn counter_sql(column: impl Fn(&str) -> String) -> String {
+pub(crate) fn counter_sql(column: impl Fn(&str) -> String) -> String {
     COUNTER_NAMES
         .iter()
         .map(|c| column(c))
@@ -201,9 +201,9 @@ fn anomaly_entries(rules: &Rules, kind: AnomalyKind, at: Instant) -> [Entry; 2] 
 
 /// The facts of a case as they fall on `window_daily`: the row key and the centre's calendar.
 #[derive(Clone, Copy)]
-pub struct Placed<'a> {
-    pub facts: &'a Facts,
-    pub calendar: &'a WorkCalendar,
+pub(crate) struct Placed<'a> {
+    pub(crate) facts: &'a Facts,
+    pub(crate) calendar: &'a WorkCalendar,
 }
 
 impl Placed<'_> {
@@ -222,7 +222,7 @@ impl Placed<'_> {
 ///
 /// Slots whose entry is unchanged are skipped without placing them on a day, so an event
 /// costs only the counters it moves.
-pub fn diff(
+pub(crate) fn diff(
     old: Option<Placed<'_>>,
     new: Placed<'_>,
     rules: &Rules,
@@ -286,7 +286,7 @@ pub fn diff(
 }
 
 /// Rates of SPEC §5 `window_monthly`, each a ratio of summed counters.
-pub const RATE_NAMES: [&str; 7] = [
+pub(crate) const RATE_NAMES: [&str; 7] = [
     "completion_rate",
     "on_time_rate",
     "early_rate",
@@ -297,12 +297,12 @@ pub const RATE_NAMES: [&str; 7] = [
 ];
 
 /// Non-default evaluations of summed counters.
-pub fn evaluations(c: &Counters) -> i64 {
+pub(crate) fn evaluations(c: &Counters) -> i64 {
     (0..5).map(|i| c[counter::RATING_1 as usize + i]).sum()
 }
 
 /// The seven rates as (numerator, denominator) pairs, in [`RATE_NAMES`] order.
-pub fn rate_fractions(c: &Counters) -> [(i64, i64); 7] {
+pub(crate) fn rate_fractions(c: &Counters) -> [(i64, i64); 7] {
     use counter::*;
     let get = |i: u8| c[i as usize];
     let evals = evaluations(c);
@@ -322,7 +322,7 @@ pub fn rate_fractions(c: &Counters) -> [(i64, i64); 7] {
 }
 
 /// A ratio rounded half-up to 4 decimals, in ten-thousandths; none when the denominator is 0.
-pub fn rate_e4(numerator: i64, denominator: i64) -> Option<i64> {
+pub(crate) fn rate_e4(numerator: i64, denominator: i64) -> Option<i64> {
     if denominator == 0 {
         return None;
     }
@@ -333,7 +333,7 @@ pub fn rate_e4(numerator: i64, denominator: i64) -> Option<i64> {
 }
 
 /// Formats ten-thousandths as a decimal with 4 places (`9876` → `0.9876`).
-pub fn format_e4(v: i64) -> String {
+pub(crate) fn format_e4(v: i64) -> String {
     let sign = if v < 0 { "-" } else { "" };
     let a = v.unsigned_abs();
     format!("{sign}{}.{:04}", a / 10_000, a % 10_000)

@@ -222,12 +222,12 @@ fn is_weekday(day: i64) -> bool {
 }
 
 /// Days since 1970-01-01 of a date.
-pub fn day_number(date: NaiveDate) -> i64 {
+pub(crate) fn day_number(date: NaiveDate) -> i64 {
     i64::from(date.num_days_from_ce()) - 719_163
 }
 
 /// The date of a day number.
-pub fn date_of_day(day: i64) -> NaiveDate {
+pub(crate) fn date_of_day(day: i64) -> NaiveDate {
     NaiveDate::from_num_days_from_ce_opt((day + 719_163).clamp(1, 3_000_000) as i32)
         .unwrap_or(NaiveDate::MIN)
 }
@@ -464,7 +464,7 @@ impl WorkCalendar {
 
 /// The years a running service reports as missing holiday data on `today` (SPEC §2): this
 /// year when it has none, and from `warn_from` (month, day) on, the next year.
-pub fn missing_years(covered: &[i32], today: NaiveDate, warn_from: (u32, u32)) -> Vec<i32> {
+pub(crate) fn missing_years(covered: &[i32], today: NaiveDate, warn_from: (u32, u32)) -> Vec<i32> {
     let year = today.year();
     let mut out = Vec::new();
     if covered.binary_search(&year).is_err() {

@@ -10,7 +10,7 @@ use super::event::{CaseEvent, EventBody, ItemKind, Outcome, PauseReason, Source}
 use super::rules::{thresholds, AnomalyKind, Level, Rules};
 
 /// An interned string (centre, window, department, item code or name); 0 is "none".
-pub type Sym = u32;
+pub(crate) type Sym = u32;
 
 /// An optional instant stored in 8 bytes (`i64::MIN` is "none").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -64,22 +64,22 @@ impl Default for At {
 
 /// The authoritative acceptance (first `accepted` in log order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Acceptance {
-    pub at: Instant,
-    pub center: Sym,
-    pub window: Sym,
-    pub department: Sym,
-    pub item_code: Sym,
-    pub item_name: Sym,
-    pub kind: ItemKind,
-    pub promised_days: u16,
-    pub legal_days: Option<u32>,
-    pub day_unit: DayUnit,
+pub(crate) struct Acceptance {
+    pub(crate) at: Instant,
+    pub(crate) center: Sym,
+    pub(crate) window: Sym,
+    pub(crate) department: Sym,
+    pub(crate) item_code: Sym,
+    pub(crate) item_name: Sym,
+    pub(crate) kind: ItemKind,
+    pub(crate) promised_days: u16,
+    pub(crate) legal_days: Option<u32>,
+    pub(crate) day_unit: DayUnit,
 }
 
 /// How a case ended (its first terminal event in log order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EndKind {
+pub(crate) enum EndKind {
     Completed { outcome: Outcome, on_site: bool },
     NotAccepted,
     Withdrawn,
@@ -87,20 +87,20 @@ pub enum EndKind {
 
 /// The end of a case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct End {
-    pub kind: EndKind,
-    pub at: Instant,
+pub(crate) struct End {
+    pub(crate) kind: EndKind,
+    pub(crate) at: Instant,
 }
 
 /// One pause, paired in log order (at most one open per reason).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Pause {
-    pub reason: PauseReason,
-    pub start: Instant,
+pub(crate) struct Pause {
+    pub(crate) reason: PauseReason,
+    pub(crate) start: Instant,
     /// The resume instant (never before `start`); none while open.
-    pub end: At,
+    pub(crate) end: At,
     /// `approved_days` of a special procedure.
-    pub approved_days: Option<u32>,
+    pub(crate) approved_days: Option<u32>,
 }
 
 /// The case's evaluation: its last non-default `evaluated`, else its last default one.
@@ -113,54 +113,54 @@ pub struct Rating {
 
 /// Attributes first seen on any event (used when there is no acceptance).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct SeenAttrs {
-    pub center: Sym,
-    pub window: Sym,
-    pub department: Sym,
-    pub item_code: Sym,
+pub(crate) struct SeenAttrs {
+    pub(crate) center: Sym,
+    pub(crate) window: Sym,
+    pub(crate) department: Sym,
+    pub(crate) item_code: Sym,
 }
 
 /// Interned attributes of one event, prepared by the engine.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct EventSyms {
-    pub center: Sym,
-    pub window: Sym,
-    pub department: Sym,
-    pub item_code: Sym,
-    pub item_name: Sym,
+pub(crate) struct EventSyms {
+    pub(crate) center: Sym,
+    pub(crate) window: Sym,
+    pub(crate) department: Sym,
+    pub(crate) item_code: Sym,
+    pub(crate) item_name: Sym,
 }
 
 /// Everything casewatch remembers of a case.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct CaseState {
-    pub seen: SeenAttrs,
-    pub acceptance: Option<Acceptance>,
-    pub submitted_at: At,
+pub(crate) struct CaseState {
+    pub(crate) seen: SeenAttrs,
+    pub(crate) acceptance: Option<Acceptance>,
+    pub(crate) submitted_at: At,
     /// Some `accepted` came from the hall or the online portal.
-    pub acceptance_in_loop: bool,
+    pub(crate) acceptance_in_loop: bool,
     /// Earliest `completed`/`step` occurred_at (out-of-loop evidence).
-    pub first_handling_at: At,
+    pub(crate) first_handling_at: At,
     /// Earliest occurred_at among `accepted`, `not_accepted`, `withdrawn`, `completed`.
-    pub intake_end: At,
-    pub end: Option<End>,
-    pub rating: Option<Rating>,
+    pub(crate) intake_end: At,
+    pub(crate) end: Option<End>,
+    pub(crate) rating: Option<Rating>,
     /// What few cases have (none while all of it is empty).
-    pub rare: Option<Box<Rare>>,
+    pub(crate) rare: Option<Box<Rare>>,
     /// Hashes of applied event ids (duplicate detection); the first four inline.
-    pub event_ids: smallvec::SmallVec<[u64; 4]>,
+    pub(crate) event_ids: smallvec::SmallVec<[u64; 4]>,
 }
 
 /// The part of a case's state that few cases have, kept out of line so that an ordinary case
 /// stays small. Present only when some field is set.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Rare {
+pub(crate) struct Rare {
     /// occurred_at of the second `accepted` (double acceptance).
-    pub second_acceptance_at: At,
+    pub(crate) second_acceptance_at: At,
     /// Pauses, paired in log order.
-    pub pauses: Vec<Pause>,
-    pub extension_days: u32,
-    pub backfilled_at: At,
-    pub overcharge_at: At,
+    pub(crate) pauses: Vec<Pause>,
+    pub(crate) extension_days: u32,
+    pub(crate) backfilled_at: At,
+    pub(crate) overcharge_at: At,
 }
 
 /// The rare part of a case that has none of it.
@@ -285,7 +285,7 @@ impl Facts {
 
 /// What applying an event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Applied {
+pub(crate) enum Applied {
     /// The event changed the state.
     Applied,
     /// Its event id was seen before in this case: no effect.
@@ -293,7 +293,7 @@ pub enum Applied {
 }
 
 /// A stable 64-bit FNV-1a hash (duplicate detection and alert ids).
-pub fn stable_hash(bytes: &[u8]) -> u64 {
+pub(crate) fn stable_hash(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in bytes {
         h ^= u64::from(b);
@@ -304,7 +304,7 @@ pub fn stable_hash(bytes: &[u8]) -> u64 {
 
 impl CaseState {
     /// The rare part of the state (empty when the case has none).
-    pub fn rare(&self) -> &Rare {
+    pub(crate) fn rare(&self) -> &Rare {
         self.rare.as_deref().unwrap_or(&NO_RARE)
     }
 
@@ -314,7 +314,7 @@ impl CaseState {
     }
 
     /// Sets the rare part, keeping it absent when it is empty.
-    pub fn set_rare(&mut self, rare: Rare) {
+    pub(crate) fn set_rare(&mut self, rare: Rare) {
         self.rare = (!rare.is_empty()).then(|| Box::new(rare));
     }
 
@@ -322,7 +322,7 @@ impl CaseState {
     /// event ids, so that the case's facts stay exactly as they are: a step after the case's
     /// first handling, a fee that is not an overcharge or follows one, with no attribute the
     /// case has not seen yet. Only these common events are recognised; `false` is always safe.
-    pub fn is_fact_neutral(&self, event: &CaseEvent, syms: EventSyms) -> bool {
+    pub(crate) fn is_fact_neutral(&self, event: &CaseEvent, syms: EventSyms) -> bool {
         let nothing_new_seen = (self.seen.center != 0 || syms.center == 0)
             && (self.seen.window != 0 || syms.window == 0)
             && (self.seen.department != 0 || syms.department == 0)
@@ -346,7 +346,7 @@ impl CaseState {
 
     /// Folds one validated event into the state, in log order.
     /// `id` is the [`stable_hash`] of the event id.
-    pub fn apply(&mut self, event: &CaseEvent, id: u64, syms: EventSyms) -> Applied {
+    pub(crate) fn apply(&mut self, event: &CaseEvent, id: u64, syms: EventSyms) -> Applied {
         if self.event_ids.contains(&id) {
             return Applied::Duplicate;
         }
@@ -496,12 +496,12 @@ impl CaseState {
     }
 
     /// Whether a pause is open now (in log order).
-    pub fn pause_open(&self) -> bool {
+    pub(crate) fn pause_open(&self) -> bool {
         self.rare().pauses.iter().any(|p| p.end.get().is_none())
     }
 
     /// The case's status (SPEC Appendix A).
-    pub fn status(&self) -> Status {
+    pub(crate) fn status(&self) -> Status {
         match (self.end, self.acceptance) {
             (
                 Some(End {
@@ -533,7 +533,7 @@ impl CaseState {
 
     /// The facts of the case at engine time `now`. The rule instants of an uninterrupted
     /// promised clock come from `memo` when its last computation had the same inputs.
-    pub fn facts(
+    pub(crate) fn facts(
         &self,
         cal: &WorkCalendar,
         rules: &Rules,
@@ -796,7 +796,7 @@ struct DeadlineKey {
 /// The last rule instants computed, with their inputs: a case's facts before and after an
 /// event usually share them, and they cost most of a facts computation.
 #[derive(Debug, Default)]
-pub struct DeadlineMemo(std::cell::Cell<Option<(DeadlineKey, RuleInstants)>>);
+pub(crate) struct DeadlineMemo(std::cell::Cell<Option<(DeadlineKey, RuleInstants)>>);
 
 impl DeadlineMemo {
     fn get_or(&self, key: DeadlineKey, compute: impl FnOnce() -> RuleInstants) -> RuleInstants {
@@ -811,7 +811,7 @@ impl DeadlineMemo {
     }
 
     /// Forgets the last computation (the calendars changed).
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         self.0.set(None);
     }
 }
@@ -902,5 +902,114 @@ impl<'a> RunningClock<'a> {
             cursor = cursor.max(e);
         }
         Some(self.cal.add_working(cursor, left, self.unit))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::event::parse_event;
+    use serde_json::{json, Value};
+
+    #[test]
+    fn only_later_steps_and_ordinary_fees_are_fact_neutral() {
+        // The engine skips facts and aggregates for these events (and, in debug builds, asserts
+        // the facts did not move); anything else must not be classified neutral.
+        let event = |n: u32, ty: &str, t: Instant, extra: Value| {
+            let mut v = json!({
+                "version": 1, "event_id": format!("e{n}"), "case_id": "c", "type": ty,
+                "occurred_at": chrono::DateTime::from_timestamp(t, 0).unwrap().to_rfc3339(),
+                "source": "hall", "center_id": "C1", "window_id": "W1",
+            });
+            if let (Value::Object(v), Value::Object(extra)) = (&mut v, extra) {
+                v.extend(extra);
+            }
+            parse_event(v.to_string().as_bytes(), i64::MAX / 2).expect("valid event")
+        };
+        let seen = EventSyms {
+            center: 1,
+            window: 2,
+            item_code: 3,
+            ..EventSyms::default()
+        };
+        let nothing_new = EventSyms::default();
+        let t0 = 1_539_568_800; // Monday 2018-10-15 10:00 +08:00
+        let mut state = CaseState::default();
+        let mut n: u64 = 0;
+        let mut apply = |state: &mut CaseState, e: &CaseEvent, syms: EventSyms| {
+            n += 1;
+            state.apply(e, n, syms);
+        };
+        let accepted = event(
+            1,
+            "accepted",
+            t0,
+            json!({"item": {"code": "I1", "kind": "promised", "promised_days": 3}}),
+        );
+        assert!(!state.is_fact_neutral(&accepted, seen));
+        apply(&mut state, &accepted, seen);
+
+        let first_step = event(2, "step", t0 + 20, json!({"step": "review"}));
+        assert!(
+            !state.is_fact_neutral(&first_step, nothing_new),
+            "first handling"
+        );
+        apply(&mut state, &first_step, nothing_new);
+        assert!(state.is_fact_neutral(
+            &event(3, "step", t0 + 20, json!({"step": "x"})),
+            nothing_new
+        ));
+        assert!(state.is_fact_neutral(
+            &event(4, "step", t0 + 30, json!({"step": "x"})),
+            nothing_new
+        ));
+        assert!(
+            !state.is_fact_neutral(
+                &event(5, "step", t0 + 19, json!({"step": "x"})),
+                nothing_new
+            ),
+            "an earlier step moves the first handling"
+        );
+        let new_department = EventSyms {
+            department: 4,
+            ..EventSyms::default()
+        };
+        assert!(
+            !state.is_fact_neutral(
+                &event(6, "step", t0 + 40, json!({"step": "x"})),
+                new_department
+            ),
+            "a department the case has not seen"
+        );
+
+        let fee = |n, amount: i64| {
+            event(
+                n,
+                "fee_charged",
+                t0 + 50,
+                json!({"amount_cents": amount, "standard_cents": 1000}),
+            )
+        };
+        assert!(state.is_fact_neutral(&fee(7, 1000), nothing_new));
+        assert!(
+            !state.is_fact_neutral(&fee(8, 1001), nothing_new),
+            "an overcharge"
+        );
+        apply(&mut state, &fee(8, 1001), nothing_new);
+        assert!(
+            state.is_fact_neutral(&fee(9, 2000), nothing_new),
+            "the overcharge is already held"
+        );
+
+        for (ty, extra) in [
+            ("evaluated", json!({"rating": 5})),
+            ("completed", json!({"outcome": "approved"})),
+            ("extended", json!({"extra_days": 1})),
+        ] {
+            assert!(
+                !state.is_fact_neutral(&event(10, ty, t0 + 60, extra), nothing_new),
+                "{ty}"
+            );
+        }
     }
 }

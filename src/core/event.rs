@@ -12,10 +12,10 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use super::calendar::{DayUnit, Instant};
 
 /// Largest accepted message or line, in bytes (newline excluded).
-pub const MAX_EVENT_BYTES: usize = 65_536;
+pub(crate) const MAX_EVENT_BYTES: usize = 65_536;
 
 /// How far ahead of the wall clock an `occurred_at` may be, in seconds.
-pub const FUTURE_TOLERANCE_SECS: i64 = 300;
+pub(crate) const FUTURE_TOLERANCE_SECS: i64 = 300;
 
 /// Why an event was refused: exactly one of the SPEC's reason codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -83,7 +83,7 @@ impl Source {
 
 /// Intake channel of `submitted`/`accepted`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Channel {
+pub(crate) enum Channel {
     #[default]
     Window,
     Online,
@@ -101,7 +101,7 @@ pub enum ItemKind {
 
 impl ItemKind {
     /// The wire name.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ItemKind::Instant => "instant",
             ItemKind::Promised => "promised",
@@ -111,33 +111,33 @@ impl ItemKind {
 
 /// The approval item of an `accepted` event.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Item {
-    pub code: Text,
-    pub name: Option<Text>,
-    pub kind: ItemKind,
+pub(crate) struct Item {
+    pub(crate) code: Text,
+    pub(crate) name: Option<Text>,
+    pub(crate) kind: ItemKind,
     /// Present (1–3650) on promised items; on instant items only when given.
-    pub promised_days: Option<i64>,
-    pub legal_days: Option<i64>,
-    pub day_unit: DayUnit,
+    pub(crate) promised_days: Option<i64>,
+    pub(crate) legal_days: Option<i64>,
+    pub(crate) day_unit: DayUnit,
 }
 
 /// The applicant (optional on intake events).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Applicant {
-    pub kind: Option<ApplicantKind>,
-    pub id_hash: Option<Text>,
+pub(crate) struct Applicant {
+    pub(crate) kind: Option<ApplicantKind>,
+    pub(crate) id_hash: Option<Text>,
 }
 
 /// Person or organization.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApplicantKind {
+pub(crate) enum ApplicantKind {
     Person,
     Organization,
 }
 
 /// Why the clock stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PauseReason {
+pub(crate) enum PauseReason {
     Supplement,
     SpecialProcedure,
     Suspension,
@@ -145,7 +145,7 @@ pub enum PauseReason {
 
 impl PauseReason {
     /// All reasons, in a fixed order (index = `self as usize`).
-    pub const ALL: [PauseReason; 3] = [
+    pub(crate) const ALL: [PauseReason; 3] = [
         PauseReason::Supplement,
         PauseReason::SpecialProcedure,
         PauseReason::Suspension,
@@ -154,7 +154,7 @@ impl PauseReason {
 
 /// Result of an internal `step`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StepResult {
+pub(crate) enum StepResult {
     Agree,
     Disagree,
     Return,
@@ -187,7 +187,7 @@ impl Outcome {
 
 /// The type-specific part of an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EventBody {
+pub(crate) enum EventBody {
     Submitted {
         item_code: Text,
         channel: Channel,
@@ -234,7 +234,7 @@ pub enum EventBody {
 }
 
 /// The event types, by wire name.
-pub const EVENT_TYPES: [&str; 11] = [
+pub(crate) const EVENT_TYPES: [&str; 11] = [
     "submitted",
     "accepted",
     "not_accepted",
@@ -250,7 +250,7 @@ pub const EVENT_TYPES: [&str; 11] = [
 
 impl EventBody {
     /// The wire name of the event type.
-    pub fn type_name(&self) -> &'static str {
+    pub(crate) fn type_name(&self) -> &'static str {
         match self {
             EventBody::Submitted { .. } => "submitted",
             EventBody::Accepted { .. } => "accepted",
@@ -269,7 +269,7 @@ impl EventBody {
 
 /// A string field of an event: inline up to 24 bytes (every id, code and most names), so a
 /// parsed event needs no allocation per field and its strings sit next to it in memory.
-pub type Text = compact_str::CompactString;
+pub(crate) type Text = compact_str::CompactString;
 
 /// A validated case lifecycle event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -284,7 +284,7 @@ pub struct CaseEvent {
     pub center_id: Text,
     pub window_id: Option<Text>,
     pub department: Option<Text>,
-    pub body: EventBody,
+    pub(crate) body: EventBody,
 }
 
 /// Parses and validates one message or NDJSON line against wire format v1.
@@ -295,7 +295,7 @@ pub fn parse_event(bytes: &[u8], now: Instant) -> Result<CaseEvent, Reason> {
 }
 
 /// The first checks of a message: its size, then that it is UTF-8 text.
-pub fn event_text(bytes: &[u8]) -> Result<&str, Reason> {
+pub(crate) fn event_text(bytes: &[u8]) -> Result<&str, Reason> {
     if bytes.len() > MAX_EVENT_BYTES {
         return Err(Reason::TooLarge);
     }
@@ -303,7 +303,7 @@ pub fn event_text(bytes: &[u8]) -> Result<&str, Reason> {
 }
 
 /// [`parse_event`] for a message that passed [`event_text`].
-pub fn parse_event_text(text: &str, now: Instant) -> Result<CaseEvent, Reason> {
+pub(crate) fn parse_event_text(text: &str, now: Instant) -> Result<CaseEvent, Reason> {
     let root: Json<'_> = serde_json::from_str(text).map_err(|_| Reason::MalformedJson)?;
     let Json::Object(fields) = root else {
         return Err(Reason::MalformedJson);

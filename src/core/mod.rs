@@ -8,6 +8,6 @@ pub mod calendar;
 pub mod case;
 pub mod engine;
 pub mod event;
-pub mod interner;
+pub(crate) mod interner;
 pub mod notice;
 pub mod rules;

@@ -494,7 +494,7 @@ fn check_remarks(date: NaiveDate, remarks: &str) -> Result<(), String> {
 }
 
 /// 周一 … 周日.
-pub fn weekday_name(w: Weekday) -> &'static str {
+pub(crate) fn weekday_name(w: Weekday) -> &'static str {
     ["周一", "周二", "周三", "周四", "周五", "周六", "周日"][w.num_days_from_monday() as usize]
 }
 

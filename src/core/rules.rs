@@ -173,17 +173,17 @@ impl Rules {
 }
 
 /// Fixed thresholds written in the SPEC (not configuration).
-pub mod thresholds {
+pub(crate) mod thresholds {
     use super::DAY;
 
     /// Warning lead: min(2 working days, 50 % of the promised time).
-    pub const WARNING_LEAD: i64 = 2 * DAY;
+    pub(crate) const WARNING_LEAD: i64 = 2 * DAY;
     /// Legal fallback: promised time + 5 working days.
-    pub const LEGAL_FALLBACK: i64 = 5 * DAY;
+    pub(crate) const LEGAL_FALLBACK: i64 = 5 * DAY;
     /// `late_acceptance`: submission + 5 working days.
-    pub const LATE_ACCEPTANCE: i64 = 5 * DAY;
+    pub(crate) const LATE_ACCEPTANCE: i64 = 5 * DAY;
     /// `backfilled`: recorded more than 24 h after it happened.
-    pub const BACKFILL_RECORD_LAG: i64 = 24 * 3600;
+    pub(crate) const BACKFILL_RECORD_LAG: i64 = 24 * 3600;
     /// `backfilled`: a promised case completed less than 10 minutes after acceptance.
-    pub const BACKFILL_MIN_ELAPSED: i64 = 600;
+    pub(crate) const BACKFILL_MIN_ELAPSED: i64 = 600;
 }

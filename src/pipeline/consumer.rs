@@ -31,10 +31,10 @@ use crate::sinks::clickhouse::ClickhouseWriter;
 
 /// How `run` ends.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct RunOptions {
+pub(crate) struct RunOptions {
     /// Stop once no message has arrived for this long and every assigned partition is flushed
     /// (for demos, benchmarks and tests; a service runs until it is signalled).
-    pub exit_when_idle: Option<Duration>,
+    pub(crate) exit_when_idle: Option<Duration>,
 }
 
 /// A periodic timer: due once every `every`.
@@ -118,7 +118,7 @@ struct Timers {
 }
 
 /// The consumer of `casewatch run` (see the module doc).
-pub struct ConsumerLoop {
+pub(crate) struct ConsumerLoop {
     cfg: Config,
     shared: Arc<Mutex<Shared>>,
     /// Never dropped: closing leaves the group, which can hang forever against tansu (seen in
@@ -140,7 +140,7 @@ pub struct ConsumerLoop {
 
 impl ConsumerLoop {
     /// A consumer for `cfg`, writing through `rt`, reporting into `metrics`.
-    pub fn new(cfg: &Config, rt: &Handle, metrics: &Arc<Metrics>) -> anyhow::Result<Self> {
+    pub(crate) fn new(cfg: &Config, rt: &Handle, metrics: &Arc<Metrics>) -> anyhow::Result<Self> {
         let errors = metrics.clone();
         let writer = ClickhouseWriter::new(crate::sinks::clickhouse::client(&cfg.clickhouse))
             .with_error_hook(Arc::new(move |_e: &str| errors.clickhouse_errors.inc()))
@@ -195,7 +195,7 @@ impl ConsumerLoop {
     }
 
     /// Consumes until `stop` is set (or idleness, with `exit_when_idle`), then drains.
-    pub fn run(mut self, stop: &AtomicBool, opts: RunOptions) -> anyhow::Result<()> {
+    pub(crate) fn run(mut self, stop: &AtomicBool, opts: RunOptions) -> anyhow::Result<()> {
         self.consumer.subscribe(&[&self.cfg.kafka.topic])?;
         self.metrics.ready.store(true, Ordering::Relaxed);
         tracing::info!(topic = %self.cfg.kafka.topic, group = %self.cfg.kafka.group_id, "consuming");

@@ -16,14 +16,14 @@ use crate::sinks::clickhouse::{ClickhouseWriter, SinkError};
 
 /// A batch whose rows and checkpoints are all in ClickHouse.
 #[derive(Debug)]
-pub struct Landed {
+pub(crate) struct Landed {
     /// The batch's alert rows, durable now (ready for delivery).
-    pub alerts: Vec<AlertRecord>,
+    pub(crate) alerts: Vec<AlertRecord>,
     /// The next offset of each partition of the batch (committable now).
-    pub offsets: Vec<(i32, i64)>,
-    pub rows: usize,
+    pub(crate) offsets: Vec<(i32, i64)>,
+    pub(crate) rows: usize,
     /// From the start of the write to its end.
-    pub seconds: f64,
+    pub(crate) seconds: f64,
 }
 
 /// A write running on the runtime.
@@ -35,7 +35,7 @@ struct InFlight {
 }
 
 /// One write in flight at a time, landing in order.
-pub struct FlushPipeline {
+pub(crate) struct FlushPipeline {
     writer: ClickhouseWriter,
     rt: Handle,
     in_flight: Option<InFlight>,
@@ -46,7 +46,7 @@ pub struct FlushPipeline {
 impl FlushPipeline {
     /// A pipeline writing with `writer` on the runtime of `rt`. It waits with `rt.block_on`,
     /// so it is used from a thread outside the runtime.
-    pub fn new(writer: ClickhouseWriter, rt: Handle) -> Self {
+    pub(crate) fn new(writer: ClickhouseWriter, rt: Handle) -> Self {
         Self {
             writer,
             rt,
@@ -56,23 +56,23 @@ impl FlushPipeline {
     }
 
     /// The writer (its client reads ClickHouse too).
-    pub fn writer(&self) -> &ClickhouseWriter {
+    pub(crate) fn writer(&self) -> &ClickhouseWriter {
         &self.writer
     }
 
     /// From now on waiting for a write fails after `deadline` (a drain at shutdown).
-    pub fn set_deadline(&mut self, deadline: Duration) {
+    pub(crate) fn set_deadline(&mut self, deadline: Duration) {
         self.deadline = Some(deadline);
     }
 
     /// Whether no write is in flight.
-    pub fn is_idle(&self) -> bool {
+    pub(crate) fn is_idle(&self) -> bool {
         self.in_flight.is_none()
     }
 
     /// Waits for the write in flight (returning it once landed), then starts writing `batch`
     /// with a new version; `offsets` come back with it in [`Landed`].
-    pub fn start(
+    pub(crate) fn start(
         &mut self,
         mut batch: Batch,
         offsets: Vec<(i32, i64)>,
@@ -96,7 +96,7 @@ impl FlushPipeline {
     }
 
     /// Waits for the write in flight, if any.
-    pub fn finish(&mut self) -> anyhow::Result<Option<Landed>> {
+    pub(crate) fn finish(&mut self) -> anyhow::Result<Option<Landed>> {
         let Some(flight) = self.in_flight.take() else {
             return Ok(None);
         };
@@ -119,7 +119,7 @@ impl FlushPipeline {
     }
 
     /// The write in flight if it has landed already, without waiting.
-    pub fn finish_if_done(&mut self) -> anyhow::Result<Option<Landed>> {
+    pub(crate) fn finish_if_done(&mut self) -> anyhow::Result<Option<Landed>> {
         if self
             .in_flight
             .as_ref()

@@ -51,7 +51,7 @@ pub(super) struct DeadLetters {
 }
 
 impl DeadLetters {
-    pub fn new(kafka: &KafkaConfig) -> anyhow::Result<Self> {
+    pub(crate) fn new(kafka: &KafkaConfig) -> anyhow::Result<Self> {
         let mut p = ClientConfig::new();
         p.set("bootstrap.servers", &kafka.brokers)
             .set("linger.ms", "5");
@@ -66,7 +66,14 @@ impl DeadLetters {
     }
 
     /// Sends one dead letter (the row in ClickHouse is the durable copy; a refusal is logged).
-    pub fn send(&self, partition: i32, offset: u64, key: &[u8], payload: &[u8], reason: &str) {
+    pub(crate) fn send(
+        &self,
+        partition: i32,
+        offset: u64,
+        key: &[u8],
+        payload: &[u8],
+        reason: &str,
+    ) {
         let origin = format!("{}/{partition}/{offset}", self.source);
         let headers = OwnedHeaders::new()
             .insert(Header {
@@ -87,7 +94,7 @@ impl DeadLetters {
     }
 
     /// Waits until every dead letter sent is acknowledged (before committing their offsets).
-    pub fn flush(&self) -> anyhow::Result<()> {
+    pub(crate) fn flush(&self) -> anyhow::Result<()> {
         // A flush with nothing outstanding still costs a few milliseconds: skip it.
         if self.producer.in_flight_count() > 0 {
             self.producer.flush(Duration::from_secs(30))?;
@@ -97,7 +104,7 @@ impl DeadLetters {
 }
 
 /// Creates a topic when it does not exist yet (the broker may not auto-create topics).
-pub async fn ensure_topic(cfg: &Config, topic: &str, partitions: i32) -> anyhow::Result<()> {
+pub(crate) async fn ensure_topic(cfg: &Config, topic: &str, partitions: i32) -> anyhow::Result<()> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
     use rdkafka::types::RDKafkaErrorCode;
@@ -120,7 +127,7 @@ pub async fn ensure_topic(cfg: &Config, topic: &str, partitions: i32) -> anyhow:
 }
 
 /// Messages in a topic (the sum of its partitions' high watermarks; 0 when it does not exist).
-pub fn topic_messages(cfg: &Config, topic: &str) -> anyhow::Result<i64> {
+pub(crate) fn topic_messages(cfg: &Config, topic: &str) -> anyhow::Result<i64> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &cfg.kafka.brokers)
         .create()?;
@@ -141,7 +148,7 @@ pub fn topic_messages(cfg: &Config, topic: &str) -> anyhow::Result<i64> {
 /// The broker's limit: a consumer that only counts messages, with the same client settings as
 /// `run`, until it has read `expected` of them (or the topic's size when 0). Returns the count
 /// and the seconds from the first message to the last.
-pub fn drain_count(cfg: &Config, topic: &str, expected: i64) -> anyhow::Result<(i64, f64)> {
+pub(crate) fn drain_count(cfg: &Config, topic: &str, expected: i64) -> anyhow::Result<(i64, f64)> {
     let expected = if expected > 0 {
         expected
     } else {

@@ -8,12 +8,12 @@
 //! (never from local disk); events delivered again after that are duplicates by event id and
 //! change nothing, and every output row is an absolute value, so rewriting it is harmless.
 
-pub mod consumer;
-pub mod flush;
-pub mod kafka;
+pub(crate) mod consumer;
+pub(crate) mod flush;
+pub(crate) mod kafka;
 mod rebalance;
-pub mod replay;
-pub mod service;
+pub(crate) mod replay;
+pub(crate) mod service;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -28,20 +28,20 @@ use crate::sinks::clickhouse::rows::{
 /// Versions of written rows: nanoseconds of the wall clock, strictly increasing in a process.
 /// A restarted process writes later versions than the one before it (clocks do not run back
 /// by more than the restart takes).
-pub struct VersionClock {
+pub(crate) struct VersionClock {
     last: AtomicU64,
 }
 
 impl VersionClock {
     /// A clock that never goes below `floor`.
-    pub const fn new(floor: u64) -> Self {
+    pub(crate) const fn new(floor: u64) -> Self {
         Self {
             last: AtomicU64::new(floor),
         }
     }
 
     /// The next version.
-    pub fn next(&self) -> u64 {
+    pub(crate) fn next(&self) -> u64 {
         let now = u64::try_from(chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)).unwrap_or(0);
         let mut prev = self.last.load(Ordering::Relaxed);
         loop {
@@ -58,11 +58,11 @@ impl VersionClock {
 }
 
 /// The process-wide version clock.
-pub static VERSIONS: VersionClock = VersionClock::new(0);
+pub(crate) static VERSIONS: VersionClock = VersionClock::new(0);
 
 /// What happened to one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Handled {
+pub(crate) enum Handled {
     Applied,
     Duplicate,
     DeadLetter(Reason),
@@ -71,15 +71,15 @@ pub enum Handled {
 }
 
 /// One partition's engine and the rows it has produced since its last flush.
-pub struct PartitionProcessor {
-    pub origin: Origin,
-    pub engine: Engine,
+pub(crate) struct PartitionProcessor {
+    pub(crate) origin: Origin,
+    pub(crate) engine: Engine,
     /// Rows of applied events and dead letters since the last drain.
     pending: Batch,
     /// Offset of the next message to read (the checkpoint after a drain).
-    pub next_offset: u64,
+    pub(crate) next_offset: u64,
     /// Offset from which messages count (below it they were applied before a takeover).
-    pub checkpoint: u64,
+    pub(crate) checkpoint: u64,
     /// Whether the origin is a file (positions are line numbers).
     file: Option<String>,
     /// Payload bytes handed in since the last drain.
@@ -88,7 +88,12 @@ pub struct PartitionProcessor {
 
 impl PartitionProcessor {
     /// A processor with an empty engine starting at `checkpoint`.
-    pub fn new(origin: Origin, engine: Engine, checkpoint: u64, file: Option<String>) -> Self {
+    pub(crate) fn new(
+        origin: Origin,
+        engine: Engine,
+        checkpoint: u64,
+        file: Option<String>,
+    ) -> Self {
         Self {
             origin,
             engine,
@@ -101,7 +106,7 @@ impl PartitionProcessor {
     }
 
     /// Handles the message at `offset`. `wall_now` is the clock of `future_timestamp`.
-    pub fn handle(&mut self, offset: u64, raw: &[u8], wall_now: i64) -> Handled {
+    pub(crate) fn handle(&mut self, offset: u64, raw: &[u8], wall_now: i64) -> Handled {
         self.next_offset = self.next_offset.max(offset + 1);
         self.pending_bytes += raw.len();
         let parsed = event_text(raw).and_then(|text| Ok((text, parse_event_text(text, wall_now)?)));
@@ -160,7 +165,7 @@ impl PartitionProcessor {
     }
 
     /// Everything to write since the last drain, ending with this partition's checkpoint.
-    pub fn drain(&mut self) -> Batch {
+    pub(crate) fn drain(&mut self) -> Batch {
         let mut batch = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
         let changes = self.engine.take_changes();
@@ -178,19 +183,19 @@ impl PartitionProcessor {
     }
 
     /// Events handed in since the last drain.
-    pub fn pending_events(&self) -> usize {
+    pub(crate) fn pending_events(&self) -> usize {
         self.pending.events.len() + self.pending.dead_letters.len()
     }
 
     /// Payload bytes handed in since the last drain.
-    pub fn pending_bytes(&self) -> usize {
+    pub(crate) fn pending_bytes(&self) -> usize {
         self.pending_bytes
     }
 }
 
 /// Reads a partition's checkpoint and stored events and rebuilds its engine from them, then
 /// repairs what an unfinished flush may have left behind (see `repair_unfinished_flush`).
-pub async fn rebuild(
+pub(crate) async fn rebuild(
     client: &::clickhouse::Client,
     origin: Origin,
     mut engine: Engine,
@@ -313,7 +318,7 @@ async fn repair_unfinished_flush(
 
 /// The calendar coverage report of the engines held (SPEC §2): their provisional open cases by
 /// year, and the years without data to warn about on the default calendar's `today`.
-pub fn calendar_report<'a>(
+pub(crate) fn calendar_report<'a>(
     engines: impl Iterator<Item = &'a Engine>,
     calendar: &crate::core::calendar::WorkCalendar,
     wall: crate::core::calendar::Instant,

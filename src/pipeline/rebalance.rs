@@ -31,23 +31,23 @@ pub(super) fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 
 /// State shared by the loop and the rebalance callbacks (both on the consumer thread).
 pub(super) struct Shared {
-    pub cfg: Config,
-    pub rt: Handle,
-    pub flush: FlushPipeline,
-    pub processors: HashMap<i32, PartitionProcessor>,
-    pub metrics: Arc<Metrics>,
+    pub(crate) cfg: Config,
+    pub(crate) rt: Handle,
+    pub(crate) flush: FlushPipeline,
+    pub(crate) processors: HashMap<i32, PartitionProcessor>,
+    pub(crate) metrics: Arc<Metrics>,
     /// A fatal error raised inside a callback, reported by the loop.
-    pub fatal: Option<String>,
+    pub(crate) fatal: Option<String>,
     /// Alert delivery (None when no route is configured).
-    pub dispatcher: Option<Dispatcher>,
+    pub(crate) dispatcher: Option<Dispatcher>,
     /// Partitions whose alerts are held: not yet known to be within `alerts.hold_lag`.
-    pub held: HashSet<i32>,
+    pub(crate) held: HashSet<i32>,
     /// Offsets whose rows are in ClickHouse, not committed yet (partition → next offset).
     committable: HashMap<i32, i64>,
 }
 
 impl Shared {
-    pub fn new(
+    pub(crate) fn new(
         cfg: Config,
         rt: Handle,
         flush: FlushPipeline,
@@ -77,7 +77,7 @@ impl Shared {
 
     /// Drains every processor (or only `only`'s) and starts writing the batch, once the write
     /// in flight (if any) has landed.
-    pub fn start_flush(&mut self, only: Option<&[i32]>) -> anyhow::Result<()> {
+    pub(crate) fn start_flush(&mut self, only: Option<&[i32]>) -> anyhow::Result<()> {
         self.finish_flush()?;
         let mut batch = Batch::default();
         let mut offsets = Vec::new();
@@ -99,14 +99,14 @@ impl Shared {
     }
 
     /// Waits for the write in flight (if any).
-    pub fn finish_flush(&mut self) -> anyhow::Result<()> {
+    pub(crate) fn finish_flush(&mut self) -> anyhow::Result<()> {
         let landed = self.flush.finish()?;
         self.landed(landed);
         Ok(())
     }
 
     /// Takes in the write in flight if it has landed, without waiting.
-    pub fn finish_flush_if_done(&mut self) -> anyhow::Result<()> {
+    pub(crate) fn finish_flush_if_done(&mut self) -> anyhow::Result<()> {
         let landed = self.flush.finish_if_done()?;
         self.landed(landed);
         Ok(())
@@ -134,7 +134,7 @@ impl Shared {
     }
 
     /// Takes the committable offsets (None when there are none; called once per message).
-    pub fn take_committable(&mut self) -> anyhow::Result<Option<TopicPartitionList>> {
+    pub(crate) fn take_committable(&mut self) -> anyhow::Result<Option<TopicPartitionList>> {
         if self.committable.is_empty() {
             return Ok(None);
         }
@@ -184,7 +184,7 @@ impl Shared {
 
 /// The consumer's context: rebalances flush, commit and rebuild through the shared state.
 pub(super) struct Context {
-    pub shared: Arc<Mutex<Shared>>,
+    pub(crate) shared: Arc<Mutex<Shared>>,
 }
 
 impl ClientContext for Context {}

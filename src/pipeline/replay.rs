@@ -17,17 +17,17 @@ use crate::sinks::clickhouse::ClickhouseWriter;
 
 /// What a replay into ClickHouse did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FileReplay {
-    pub applied: u64,
-    pub duplicates: u64,
-    pub dead_letters: u64,
+pub(crate) struct FileReplay {
+    pub(crate) applied: u64,
+    pub(crate) duplicates: u64,
+    pub(crate) dead_letters: u64,
     /// The line it resumed at (0: from the start).
-    pub resumed_at: u64,
+    pub(crate) resumed_at: u64,
 }
 
 /// Replays `file` into ClickHouse on the event clock, engine time advanced to `as_of` at the
 /// end. Runs on the calling thread; writes on `rt`.
-pub fn replay_file(
+pub(crate) fn replay_file(
     cfg: &Config,
     rt: &tokio::runtime::Runtime,
     file: &Path,

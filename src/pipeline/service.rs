@@ -13,7 +13,7 @@ use crate::metrics::Metrics;
 
 /// Runs the service on `rt` until `shutdown` completes (then drains: flush and commit) or,
 /// with `exit_when_idle`, until the topic is consumed.
-pub fn run(
+pub(crate) fn run(
     cfg: &Config,
     rt: &tokio::runtime::Runtime,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -50,7 +50,7 @@ pub fn run(
 }
 
 /// Completes at SIGINT (Ctrl-C) or SIGTERM.
-pub async fn signals() {
+pub(crate) async fn signals() {
     let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
     else {
         // Without a SIGTERM handler, Ctrl-C still stops the service.

@@ -12,54 +12,54 @@ use crate::core::interner::Interner;
 /// One case's state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaseSnapshot {
-    pub case_id: String,
-    pub events: u32,
+    pub(crate) case_id: String,
+    pub(crate) events: u32,
     #[serde(default)]
-    pub seen: [String; 4],
+    pub(crate) seen: [String; 4],
     #[serde(default)]
-    pub acceptance: Option<AcceptanceSnapshot>,
+    pub(crate) acceptance: Option<AcceptanceSnapshot>,
     #[serde(default)]
-    pub submitted_at: Option<i64>,
+    pub(crate) submitted_at: Option<i64>,
     #[serde(default)]
-    pub second_acceptance_at: Option<i64>,
+    pub(crate) second_acceptance_at: Option<i64>,
     #[serde(default)]
-    pub acceptance_in_loop: bool,
+    pub(crate) acceptance_in_loop: bool,
     #[serde(default)]
-    pub first_handling_at: Option<i64>,
+    pub(crate) first_handling_at: Option<i64>,
     #[serde(default)]
-    pub intake_end: Option<i64>,
+    pub(crate) intake_end: Option<i64>,
     /// (kind, at, outcome, on_site); kind is `completed`, `not_accepted` or `withdrawn`.
     #[serde(default)]
-    pub end: Option<(String, i64, Option<String>, bool)>,
+    pub(crate) end: Option<(String, i64, Option<String>, bool)>,
     /// (reason index, start, end, approved_days).
     #[serde(default)]
-    pub pauses: Vec<(u8, i64, Option<i64>, Option<u32>)>,
+    pub(crate) pauses: Vec<(u8, i64, Option<i64>, Option<u32>)>,
     #[serde(default)]
-    pub extension_days: u32,
+    pub(crate) extension_days: u32,
     #[serde(default)]
-    pub backfilled_at: Option<i64>,
+    pub(crate) backfilled_at: Option<i64>,
     #[serde(default)]
-    pub overcharge_at: Option<i64>,
+    pub(crate) overcharge_at: Option<i64>,
     /// (value, is_default, at).
     #[serde(default)]
-    pub rating: Option<(u8, bool, i64)>,
+    pub(crate) rating: Option<(u8, bool, i64)>,
     #[serde(default)]
-    pub event_ids: Vec<u64>,
+    pub(crate) event_ids: Vec<u64>,
 }
 
 /// The authoritative acceptance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AcceptanceSnapshot {
-    pub at: i64,
-    pub center: String,
-    pub window: String,
-    pub department: String,
-    pub item_code: String,
-    pub item_name: String,
-    pub promised: bool,
-    pub promised_days: u16,
-    pub legal_days: Option<u32>,
-    pub calendar_days: bool,
+pub(crate) struct AcceptanceSnapshot {
+    pub(crate) at: i64,
+    pub(crate) center: String,
+    pub(crate) window: String,
+    pub(crate) department: String,
+    pub(crate) item_code: String,
+    pub(crate) item_name: String,
+    pub(crate) promised: bool,
+    pub(crate) promised_days: u16,
+    pub(crate) legal_days: Option<u32>,
+    pub(crate) calendar_days: bool,
 }
 
 const OUTCOMES: [Outcome; 6] = [
@@ -73,7 +73,7 @@ const OUTCOMES: [Outcome; 6] = [
 
 impl CaseSnapshot {
     /// Exports a case's state.
-    pub fn from_state(case_id: &str, s: &CaseState, events: u32, syms: &Interner) -> Self {
+    pub(crate) fn from_state(case_id: &str, s: &CaseState, events: u32, syms: &Interner) -> Self {
         let name = |sym| syms.resolve(sym).to_string();
         Self {
             case_id: case_id.to_string(),
@@ -126,7 +126,7 @@ impl CaseSnapshot {
     }
 
     /// Rebuilds the state, interning its strings.
-    pub fn to_state(&self, syms: &mut Interner) -> CaseState {
+    pub(crate) fn to_state(&self, syms: &mut Interner) -> CaseState {
         let at = |v: Option<i64>| v.map_or(At::NONE, At::some);
         let [c, w, d, i] = &self.seen;
         let mut state = CaseState {
@@ -205,16 +205,16 @@ impl CaseSnapshot {
 /// One `window_daily` row with its key strings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DailySnapshot {
-    pub day: i64,
-    pub center: String,
-    pub window: String,
-    pub item_code: String,
-    pub counters: Counters,
+    pub(crate) day: i64,
+    pub(crate) center: String,
+    pub(crate) window: String,
+    pub(crate) item_code: String,
+    pub(crate) counters: Counters,
 }
 
 impl DailySnapshot {
     /// Exports a row.
-    pub fn from_key(k: &DailyKey, counters: &Counters, syms: &Interner) -> Self {
+    pub(crate) fn from_key(k: &DailyKey, counters: &Counters, syms: &Interner) -> Self {
         Self {
             day: k.day,
             center: syms.resolve(k.center).to_string(),
@@ -225,7 +225,7 @@ impl DailySnapshot {
     }
 
     /// The key, interning its strings.
-    pub fn key(&self, syms: &mut Interner) -> DailyKey {
+    pub(crate) fn key(&self, syms: &mut Interner) -> DailyKey {
         DailyKey {
             day: self.day,
             center: syms.intern(&self.center),

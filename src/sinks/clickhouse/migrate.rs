@@ -4,7 +4,7 @@
 use ::clickhouse::Client;
 
 /// The migrations, embedded: (version, name, SQL).
-pub const MIGRATIONS: [(u32, &str, &str); 3] = [
+pub(crate) const MIGRATIONS: [(u32, &str, &str); 3] = [
     (
         1,
         "tables",
@@ -30,7 +30,7 @@ struct Applied {
 }
 
 /// The statements of a migration file (split at `;` ending a line; comments dropped).
-pub fn statements(sql: &str) -> Vec<String> {
+pub(crate) fn statements(sql: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut current = String::new();
     for line in sql.lines() {
@@ -53,7 +53,7 @@ pub fn statements(sql: &str) -> Vec<String> {
 
 /// Creates the database if needed and applies every migration not applied yet; returns the
 /// versions applied now.
-pub async fn migrate(
+pub(crate) async fn migrate(
     admin: &Client,
     database: &str,
 ) -> Result<Vec<u32>, ::clickhouse::error::Error> {
@@ -98,6 +98,22 @@ pub async fn migrate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_migrations_create_every_table_a_flush_writes() {
+        macro_rules! tables {
+            (data: { $($field:ident: $row:ident => $table:literal,)* } last: $last:ident: $last_row:ident => $last_table:literal,) => {
+                [$($table,)* $last_table]
+            };
+        }
+        let sql: String = MIGRATIONS.iter().map(|m| m.2).collect();
+        for table in crate::batch_tables!(tables) {
+            assert!(
+                sql.contains(&format!("CREATE TABLE IF NOT EXISTS {table} (")),
+                "{table}"
+            );
+        }
+    }
 
     #[test]
     fn every_migration_splits_into_create_or_alter_statements() {

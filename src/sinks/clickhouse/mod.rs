@@ -4,20 +4,20 @@
 //! Every row is an absolute value with a version, written to a ReplacingMergeTree table, so
 //! writing a batch twice (after a crash) changes nothing.
 
-pub mod migrate;
+pub(crate) mod migrate;
 pub mod rows;
-pub mod writer;
+pub(crate) mod writer;
 
-pub use writer::{ClickhouseWriter, SinkError};
+pub(crate) use writer::{ClickhouseWriter, SinkError};
 
 /// A client for a database, with row validation off (ClickHouse 18.16 has no schema endpoint
 /// for it).
-pub fn client(cfg: &crate::config::ClickhouseConfig) -> ::clickhouse::Client {
+pub(crate) fn client(cfg: &crate::config::ClickhouseConfig) -> ::clickhouse::Client {
     admin_client(cfg).with_database(&cfg.database)
 }
 
 /// A client without a database (to create it).
-pub fn admin_client(cfg: &crate::config::ClickhouseConfig) -> ::clickhouse::Client {
+pub(crate) fn admin_client(cfg: &crate::config::ClickhouseConfig) -> ::clickhouse::Client {
     let mut c = ::clickhouse::Client::default()
         .with_url(&cfg.url)
         .with_validation(false)

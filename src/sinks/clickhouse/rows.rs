@@ -14,12 +14,12 @@ use crate::core::event::{CaseEvent, Text};
 use crate::core::rules::{AnomalyKind, Rules};
 
 /// An instant as a `DateTime` (clamped to its 1970–2106 range).
-pub fn datetime(t: Instant) -> u32 {
+pub(crate) fn datetime(t: Instant) -> u32 {
     t.clamp(0, i64::from(u32::MAX)) as u32
 }
 
 /// The alert id of a (case, kind): a stable hash, the same in every run.
-pub fn alert_id(case_id: &str, kind: AnomalyKind) -> String {
+pub(crate) fn alert_id(case_id: &str, kind: AnomalyKind) -> String {
     let mut bytes = Vec::with_capacity(case_id.len() + 32);
     bytes.extend_from_slice(case_id.as_bytes());
     bytes.push(0);
@@ -29,33 +29,33 @@ pub fn alert_id(case_id: &str, kind: AnomalyKind) -> String {
 
 /// Where a partition's rows come from: a Kafka partition or a replayed file.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Origin {
-    pub topic: String,
-    pub partition: u32,
+pub(crate) struct Origin {
+    pub(crate) topic: String,
+    pub(crate) partition: u32,
 }
 
 /// `events`.
 #[derive(Debug, Clone, Row, Serialize, Deserialize, PartialEq, Eq)]
-pub struct EventRecord {
-    pub event_id: Text,
-    pub case_id: Text,
+pub(crate) struct EventRecord {
+    pub(crate) event_id: Text,
+    pub(crate) case_id: Text,
     #[serde(rename = "type")]
-    pub kind: Text,
-    pub occurred_at: u32,
-    pub recorded_at: u32,
-    pub source: Text,
-    pub center_id: Text,
-    pub window_id: Text,
-    pub payload: String,
-    pub topic: Text,
-    pub partition: u32,
-    pub offset: u64,
-    pub version: u64,
+    pub(crate) kind: Text,
+    pub(crate) occurred_at: u32,
+    pub(crate) recorded_at: u32,
+    pub(crate) source: Text,
+    pub(crate) center_id: Text,
+    pub(crate) window_id: Text,
+    pub(crate) payload: String,
+    pub(crate) topic: Text,
+    pub(crate) partition: u32,
+    pub(crate) offset: u64,
+    pub(crate) version: u64,
 }
 
 impl EventRecord {
     /// The row of an applied event at `offset` of `origin`.
-    pub fn new(e: &CaseEvent, payload: &str, origin: &Origin, offset: u64) -> Self {
+    pub(crate) fn new(e: &CaseEvent, payload: &str, origin: &Origin, offset: u64) -> Self {
         Self {
             event_id: e.event_id.clone(),
             case_id: e.case_id.clone(),
@@ -112,7 +112,7 @@ pub struct CaseRecord {
 
 impl CaseRecord {
     /// The row of a case.
-    pub fn new(row: &CaseRow, syms: &Interner, rules: &Rules, origin: &Origin) -> Self {
+    pub(crate) fn new(row: &CaseRow, syms: &Interner, rules: &Rules, origin: &Origin) -> Self {
         let f = &row.facts;
         let s = |sym| Text::new(syms.resolve(sym));
         Self {
@@ -159,20 +159,20 @@ macro_rules! daily_record {
         /// `window_daily_parts`: one partition's `window_daily` row (the counters of
         /// [`crate::window_counters`]).
         #[derive(Debug, Clone, Row, Serialize, Deserialize, PartialEq, Eq)]
-        pub struct DailyRecord {
-            pub day: u16,
-            pub center_id: String,
-            pub window_id: String,
-            pub item_code: String,
+        pub(crate) struct DailyRecord {
+            pub(crate) day: u16,
+            pub(crate) center_id: String,
+            pub(crate) window_id: String,
+            pub(crate) item_code: String,
             $(pub $name: i64,)*
-            pub topic: String,
-            pub partition: u32,
-            pub version: u64,
+            pub(crate) topic: String,
+            pub(crate) partition: u32,
+            pub(crate) version: u64,
         }
 
         impl DailyRecord {
             /// The row of an aggregate key.
-            pub fn new(key: &DailyKey, counters: &Counters, syms: &Interner, origin: &Origin) -> Self {
+            pub(crate) fn new(key: &DailyKey, counters: &Counters, syms: &Interner, origin: &Origin) -> Self {
                 Self {
                     day: key.day.clamp(0, i64::from(u16::MAX)) as u16,
                     center_id: syms.resolve(key.center).to_string(),
@@ -186,7 +186,7 @@ macro_rules! daily_record {
             }
 
             /// The counters, indexed by [`counter`].
-            pub fn counters(&self) -> Counters {
+            pub(crate) fn counters(&self) -> Counters {
                 [$(self.$name),*]
             }
         }
@@ -197,50 +197,50 @@ crate::window_counters!(daily_record);
 
 /// `anomalies`.
 #[derive(Debug, Clone, Row, Serialize, Deserialize, PartialEq, Eq)]
-pub struct AnomalyRecord {
-    pub case_id: String,
-    pub kind: String,
-    pub level: String,
-    pub detected_at: u32,
-    pub revoked: u8,
-    pub revoked_at: Option<u32>,
-    pub center_id: String,
-    pub window_id: String,
-    pub department: String,
-    pub item_code: String,
-    pub alert_id: String,
-    pub topic: String,
-    pub partition: u32,
-    pub version: u64,
+pub(crate) struct AnomalyRecord {
+    pub(crate) case_id: String,
+    pub(crate) kind: String,
+    pub(crate) level: String,
+    pub(crate) detected_at: u32,
+    pub(crate) revoked: u8,
+    pub(crate) revoked_at: Option<u32>,
+    pub(crate) center_id: String,
+    pub(crate) window_id: String,
+    pub(crate) department: String,
+    pub(crate) item_code: String,
+    pub(crate) alert_id: String,
+    pub(crate) topic: String,
+    pub(crate) partition: u32,
+    pub(crate) version: u64,
 }
 
 /// `alerts`: the outbox of webhook delivery.
 #[derive(Debug, Clone, Row, Serialize, Deserialize, PartialEq, Eq)]
-pub struct AlertRecord {
-    pub alert_id: String,
-    pub case_id: String,
-    pub kind: String,
-    pub level: String,
-    pub center_id: String,
-    pub window_id: String,
-    pub department: String,
-    pub item_code: String,
-    pub item_name: String,
-    pub accepted_at: Option<u32>,
-    pub promised_deadline: Option<u32>,
-    pub legal_deadline: Option<u32>,
-    pub detected_at: u32,
-    pub revoked: u8,
-    pub revoked_at: Option<u32>,
-    pub topic: String,
-    pub partition: u32,
-    pub version: u64,
+pub(crate) struct AlertRecord {
+    pub(crate) alert_id: String,
+    pub(crate) case_id: String,
+    pub(crate) kind: String,
+    pub(crate) level: String,
+    pub(crate) center_id: String,
+    pub(crate) window_id: String,
+    pub(crate) department: String,
+    pub(crate) item_code: String,
+    pub(crate) item_name: String,
+    pub(crate) accepted_at: Option<u32>,
+    pub(crate) promised_deadline: Option<u32>,
+    pub(crate) legal_deadline: Option<u32>,
+    pub(crate) detected_at: u32,
+    pub(crate) revoked: u8,
+    pub(crate) revoked_at: Option<u32>,
+    pub(crate) topic: String,
+    pub(crate) partition: u32,
+    pub(crate) version: u64,
     /// 1 when the case's deadlines were guessed for a year without holiday data (SPEC §2).
-    pub calendar_provisional: u8,
+    pub(crate) calendar_provisional: u8,
 }
 
 /// The `anomalies` and `alerts` rows of an anomaly change.
-pub fn anomaly_records(
+pub(crate) fn anomaly_records(
     a: &AnomalyRow,
     syms: &Interner,
     origin: &Origin,
@@ -293,28 +293,28 @@ pub fn anomaly_records(
 
 /// `dead_letters`.
 #[derive(Debug, Clone, Row, Serialize, Deserialize, PartialEq, Eq)]
-pub struct DeadLetterRecord {
-    pub origin: String,
-    pub position: u64,
-    pub topic: String,
-    pub partition: u32,
-    pub offset: u64,
-    pub file: String,
-    pub line: u64,
-    pub reason: String,
-    pub raw: String,
-    pub received_at: u32,
-    pub version: u64,
+pub(crate) struct DeadLetterRecord {
+    pub(crate) origin: String,
+    pub(crate) position: u64,
+    pub(crate) topic: String,
+    pub(crate) partition: u32,
+    pub(crate) offset: u64,
+    pub(crate) file: String,
+    pub(crate) line: u64,
+    pub(crate) reason: String,
+    pub(crate) raw: String,
+    pub(crate) received_at: u32,
+    pub(crate) version: u64,
 }
 
 /// `checkpoints`.
 #[derive(Debug, Clone, Row, Serialize, Deserialize, PartialEq, Eq)]
-pub struct CheckpointRecord {
-    pub topic: String,
-    pub partition: u32,
-    pub next_offset: u64,
-    pub engine_time: u32,
-    pub version: u64,
+pub(crate) struct CheckpointRecord {
+    pub(crate) topic: String,
+    pub(crate) partition: u32,
+    pub(crate) next_offset: u64,
+    pub(crate) engine_time: u32,
+    pub(crate) version: u64,
 }
 
 /// The one list of the tables a flush writes: `field: RowType => "table"`. The data tables
@@ -341,37 +341,30 @@ macro_rules! batch {
     (data: { $($field:ident: $row:ident => $table:literal,)* } last: $last:ident: $last_row:ident => $last_table:literal,) => {
         /// Everything one flush writes; the checkpoints go last.
         #[derive(Debug, Default, Clone)]
-        pub struct Batch {
+        pub(crate) struct Batch {
             $(pub $field: Vec<$row>,)*
             pub $last: Vec<$last_row>,
         }
 
         impl Batch {
             /// Appends another batch's rows (checkpoints included).
-            pub fn merge(&mut self, b: Batch) {
+            pub(crate) fn merge(&mut self, b: Batch) {
                 $(self.$field.extend(b.$field);)*
                 self.$last.extend(b.$last);
             }
 
-            /// True when there is nothing to write.
-            pub fn is_empty(&self) -> bool {
-                $(self.$field.is_empty() &&)* self.$last.is_empty()
-            }
-
             /// Rows in the batch.
-            pub fn rows(&self) -> usize {
+            pub(crate) fn rows(&self) -> usize {
                 $(self.$field.len() +)* self.$last.len()
             }
 
             /// Stamps every row with the flush's version.
-            pub fn set_version(&mut self, v: u64) {
+            pub(crate) fn set_version(&mut self, v: u64) {
                 $(self.$field.iter_mut().for_each(|r| r.version = v);)*
                 self.$last.iter_mut().for_each(|r| r.version = v);
             }
         }
 
-        /// The ClickHouse tables a flush writes, checkpoints last.
-        pub const BATCH_TABLES: &[&str] = &[$($table,)* $last_table];
     };
 }
 
@@ -379,7 +372,7 @@ crate::batch_tables!(batch);
 
 impl Batch {
     /// Adds the engine's drained changes for one origin.
-    pub fn add_changes(
+    pub(crate) fn add_changes(
         &mut self,
         changes: &crate::core::engine::Changes,
         syms: &Interner,

@@ -11,7 +11,7 @@ use super::rows::Batch;
 
 /// Why a write failed for good.
 #[derive(Debug, thiserror::Error)]
-pub enum SinkError {
+pub(crate) enum SinkError {
     /// The server refused the rows in a way retrying cannot fix (schema mismatch, unknown
     /// table or database): run `casewatch migrate` or fix the configuration.
     #[error("clickhouse refused the write permanently (run `casewatch migrate`?): {0}")]
@@ -38,7 +38,7 @@ const PERMANENT_CODES: [u32; 12] = [
 ];
 
 /// Whether an error is worth retrying.
-pub fn is_transient(e: &::clickhouse::error::Error) -> bool {
+pub(crate) fn is_transient(e: &::clickhouse::error::Error) -> bool {
     match e {
         ::clickhouse::error::Error::BadResponse(text) => {
             !PERMANENT_CODES.contains(&error_code(text).unwrap_or(0))
@@ -58,12 +58,12 @@ fn error_code(text: &str) -> Option<u32> {
 }
 
 /// Called with the text of each failed write attempt.
-pub type ErrorHook = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+pub(crate) type ErrorHook = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
 
 /// Writes batches; cheap to clone. Built with [`ClickhouseWriter::new`] and the `with_*`
 /// methods.
 #[derive(Clone)]
-pub struct ClickhouseWriter {
+pub(crate) struct ClickhouseWriter {
     client: Client,
     /// First retry delay; doubles up to `max_backoff`.
     initial_backoff: Duration,
@@ -79,7 +79,7 @@ pub struct ClickhouseWriter {
 
 impl ClickhouseWriter {
     /// A writer retrying forever from 100 ms to 10 s.
-    pub fn new(client: Client) -> Self {
+    pub(crate) fn new(client: Client) -> Self {
         Self {
             client,
             initial_backoff: Duration::from_millis(100),
@@ -91,31 +91,31 @@ impl ClickhouseWriter {
     }
 
     /// Gives up after `attempts` attempts instead of retrying until the write succeeds.
-    pub fn with_max_attempts(mut self, attempts: u32) -> Self {
+    pub(crate) fn with_max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = Some(attempts);
         self
     }
 
     /// Calls `hook` with the text of each failed attempt.
-    pub fn with_error_hook(mut self, hook: ErrorHook) -> Self {
+    pub(crate) fn with_error_hook(mut self, hook: ErrorHook) -> Self {
         self.on_error = Some(hook);
         self
     }
 
     /// Abandons (and retries) an attempt after `timeout`.
-    pub fn with_attempt_timeout(mut self, timeout: Duration) -> Self {
+    pub(crate) fn with_attempt_timeout(mut self, timeout: Duration) -> Self {
         self.attempt_timeout = timeout;
         self
     }
 
     /// The client.
-    pub fn client(&self) -> &Client {
+    pub(crate) fn client(&self) -> &Client {
         &self.client
     }
 
     /// Writes a batch: the data tables concurrently, then — only once all of them are in —
     /// the checkpoints.
-    pub async fn write(&self, batch: &Batch) -> Result<(), SinkError> {
+    pub(crate) async fn write(&self, batch: &Batch) -> Result<(), SinkError> {
         macro_rules! write_tables {
             (data: { $($field:ident: $row:ident => $table:literal,)* } last: $last:ident: $last_row:ident => $last_table:literal,) => {{
                 tokio::try_join!($(self.insert_all($table, &batch.$field)),*)?;
@@ -126,7 +126,7 @@ impl ClickhouseWriter {
     }
 
     /// Inserts rows into a table, retrying transient failures.
-    pub async fn insert_all<T>(&self, table: &str, rows: &[T]) -> Result<(), SinkError>
+    pub(crate) async fn insert_all<T>(&self, table: &str, rows: &[T]) -> Result<(), SinkError>
     where
         T: for<'a> Row<Value<'a> = T> + Serialize + Send + Sync,
     {
