@@ -8,8 +8,8 @@
 //!   ([`core::case`]), anomaly kinds and levels ([`core::rules`]), `window_daily` counters
 //!   ([`core::aggregate`]) and the engine that ties them together ([`core::engine`]).
 //! * [`pipeline`] — sources to ClickHouse exactly once in effect: the consumer of
-//!   `casewatch run` ([`pipeline::consumer`], [`pipeline::service`]), the shared flush
-//!   ([`pipeline::flush`]) and `replay --sink clickhouse` ([`pipeline::replay`]).
+//!   `casewatch run` (`pipeline::consumer`, `pipeline::service`), the shared flush
+//!   (`pipeline::flush`) and `replay --sink clickhouse` (`pipeline::replay`).
 //! * [`sinks`] — ClickHouse rows, writer and migrations.
 //! * [`alerts`] — the outbox dispatcher and the webhook formats.
 //! * [`bulletin`] — the monthly bulletin and quarterly report.

@@ -162,7 +162,7 @@ pub(crate) const CASE_COLUMNS: [&str; 22] = [
     "calendar_provisional",
 ];
 
-/// The `cases` fields of a row, in [`CASE_COLUMNS`] order.
+/// The `cases` fields of a row, in `CASE_COLUMNS` order.
 pub fn case_fields(row: &CaseRow, syms: &Interner, rules: &Rules) -> Vec<String> {
     let f: &Facts = &row.facts;
     vec![

@@ -2,7 +2,7 @@
 //!
 //! The `alerts` table in ClickHouse is the durable outbox: every anomaly change becomes an
 //! alert row there, written before the partition's checkpoint. Delivery reads it two ways: the
-//! consumer hands each flushed batch's alert rows to the [`deliver::Dispatcher`] (the fast path),
+//! consumer hands each flushed batch's alert rows to the `deliver::Dispatcher` (the fast path),
 //! and the dispatcher scans the outbox for alerts without a final delivery outcome (at start,
 //! when a partition has caught up, and every `alerts.rescan_secs`), so nothing is lost to a
 //! crash or a full queue. Every attempt is recorded in `alert_deliveries`; an alert is done for

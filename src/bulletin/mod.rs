@@ -1,7 +1,7 @@
 //! The monthly bulletin (月简报) and quarterly report (季度通报) of SPEC §6, from ClickHouse only.
 //!
-//! [`load`] reads the figures of a period (and of the period before, for 环比, and of the
-//! twelve months up to it, for the trend chart); [`rank`] scores the windows; `render` writes
+//! `load` reads the figures of a period (and of the period before, for 环比, and of the
+//! twelve months up to it, for the trend chart); `rank` scores the windows; `render` writes
 //! Markdown, a self-contained HTML page with inline SVG charts, and the ranking as CSV. Every
 //! rate is computed from the period's sums exactly as `window_monthly` does (ratio of sums,
 //! half-up to 4 decimals, none on a zero denominator) and shown as a percentage with two

@@ -3,8 +3,8 @@
 //!
 //! Each subcommand loads configuration, calls into the library and prints; closed sets of
 //! values are clap `ValueEnum`s and instants are parsed once, by clap. No business rule lives
-//! here: the service is [`crate::pipeline::service`], replays are [`crate::replay`] and
-//! [`crate::pipeline::replay`].
+//! here: the service is `crate::pipeline::service`, replays are [`crate::replay`] and
+//! `crate::pipeline::replay`.
 
 mod commands;
 
@@ -114,22 +114,8 @@ pub(crate) enum Command {
         /// Centre profile.
         #[arg(long, value_enum, default_value_t = ProfileName::County)]
         profile: ProfileName,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// First day (YYYY-MM-DD).
-        #[arg(long, default_value = "2014-01-01")]
-        start: chrono::NaiveDate,
-        #[arg(long, default_value_t = 12)]
-        months: u32,
-        /// Scale the case volume (1.0 = the county's ~1,550 cases a month).
-        #[arg(long, default_value_t = 1.0)]
-        scale: f64,
-        /// Fraction of invalid lines.
-        #[arg(long, default_value_t = 0.002)]
-        invalid_rate: f64,
-        /// Fraction of events delivered twice.
-        #[arg(long, default_value_t = 0.002)]
-        duplicate_rate: f64,
+        #[command(flatten)]
+        stream: SimArgs,
         /// Write NDJSON here (default: standard output).
         #[arg(long, conflicts_with = "kafka")]
         out: Option<PathBuf>,
@@ -226,6 +212,40 @@ impl From<Lang> for crate::bulletin::render::Lang {
     }
 }
 
+/// The stream `simulate` generates.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct SimArgs {
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// First day (YYYY-MM-DD).
+    #[arg(long, default_value = "2014-01-01")]
+    start: chrono::NaiveDate,
+    #[arg(long, default_value_t = 12)]
+    months: u32,
+    /// Scale the case volume (1.0 = the county's ~1,550 cases a month).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// Fraction of invalid lines.
+    #[arg(long, default_value_t = 0.002)]
+    invalid_rate: f64,
+    /// Fraction of events delivered twice.
+    #[arg(long, default_value_t = 0.002)]
+    duplicate_rate: f64,
+}
+
+impl From<SimArgs> for crate::simulate::SimOptions {
+    fn from(a: SimArgs) -> Self {
+        Self {
+            seed: a.seed,
+            start: a.start,
+            months: a.months,
+            scale: a.scale,
+            invalid_rate: a.invalid_rate,
+            duplicate_rate: a.duplicate_rate,
+        }
+    }
+}
+
 /// `calendar --unit`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Unit {
@@ -284,29 +304,16 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Calendar(cmd) => calendar(&config()?, &cmd),
         Command::Simulate {
             profile,
-            seed,
-            start,
-            months,
-            scale,
-            invalid_rate,
-            duplicate_rate,
+            stream,
             out,
             kafka,
             partitions,
         } => {
-            let opts = crate::simulate::SimOptions {
-                seed,
-                start,
-                months,
-                scale,
-                invalid_rate,
-                duplicate_rate,
-            };
             let target = match kafka {
                 Some(topic) => SimTarget::Kafka(Box::new(config()?), topic, partitions),
                 None => SimTarget::File(out),
             };
-            simulate(profile, &opts, target)
+            simulate(profile, &stream.into(), target)
         }
     }
 }

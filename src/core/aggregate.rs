@@ -13,7 +13,7 @@ use super::rules::{AnomalyKind, Level, Rules};
 /// Every other definition derives from it by handing a macro to this one (`$then!` receives
 /// the list): the index constants, [`COUNTER_NAMES`] and [`Counters`] here, the ClickHouse row
 /// (`sinks::clickhouse::rows::DailyRecord`), the bulletin's sums and SQL, and `verify`. A new
-/// counter is one line here, its rule in [`diff`]'s inputs, and a migration for the columns.
+/// counter is one line here, its rule in `diff`'s inputs, and a migration for the columns.
 #[macro_export]
 macro_rules! window_counters {
     ($then:ident) => {

@@ -1,4 +1,4 @@
-//! The pipeline: one [`PartitionProcessor`] per source partition (a Kafka partition, or a
+//! The pipeline: one `PartitionProcessor` per source partition (a Kafka partition, or a
 //! replayed file), turning raw messages into engine input and engine output into ClickHouse
 //! batches that end with a checkpoint.
 //!

@@ -319,7 +319,7 @@ pub(crate) struct CheckpointRecord {
 
 /// The one list of the tables a flush writes: `field: RowType => "table"`. The data tables
 /// come first and are written concurrently; `checkpoints` is always last (written only once
-/// every data table is in). [`Batch`] and the writer are generated from it.
+/// every data table is in). `Batch` and the writer are generated from it.
 #[macro_export]
 macro_rules! batch_tables {
     ($then:ident) => {

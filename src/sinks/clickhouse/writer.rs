@@ -1,4 +1,4 @@
-//! Writes a [`Batch`] to ClickHouse: every table's rows, then the checkpoints, retrying
+//! Writes a `Batch` to ClickHouse: every table's rows, then the checkpoints, retrying
 //! transient failures with exponential backoff until they succeed and failing fast on
 //! permanent ones (the server's error code decides, as in vector's ClickHouse retry logic).
 
