@@ -268,6 +268,27 @@ async fn repair_unfinished_flush(
     for case_id in &cases {
         p.engine.touch_case(case_id);
     }
+    revoke_unheld_rows(client, p, checkpoint_version).await?;
+    if !daily.is_empty() || !cases.is_empty() {
+        tracing::info!(
+            topic,
+            partition,
+            daily = daily.len(),
+            cases = cases.len(),
+            "rows of an unfinished flush found: they are written again from the rebuilt state"
+        );
+    }
+    Ok(())
+}
+
+/// The anomaly and alert rows of an unfinished flush: rewritten when the rebuilt state holds
+/// them (their case is touched), queued as revoked when it does not.
+async fn revoke_unheld_rows(
+    client: &::clickhouse::Client,
+    p: &mut PartitionProcessor,
+    checkpoint_version: u64,
+) -> Result<(), ::clickhouse::error::Error> {
+    let (topic, partition) = (p.origin.topic.clone(), p.origin.partition);
     let now = datetime(p.engine.now());
     let anomalies: Vec<AnomalyRecord> = client
         .query("SELECT ?fields FROM anomalies WHERE topic = ? AND partition = ? AND version > ? AND revoked = 0")
@@ -303,15 +324,6 @@ async fn repair_unfinished_flush(
             row.revoked_at = Some(now);
             p.pending.alerts.push(row);
         }
-    }
-    if !daily.is_empty() || !cases.is_empty() {
-        tracing::info!(
-            topic,
-            partition,
-            daily = daily.len(),
-            cases = cases.len(),
-            "rows of an unfinished flush found: they are written again from the rebuilt state"
-        );
     }
     Ok(())
 }
