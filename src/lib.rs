@@ -14,7 +14,7 @@
 //! * [`alerts`] — the outbox dispatcher and the webhook formats.
 //! * [`bulletin`] — the monthly bulletin and quarterly report.
 //! * [`replay`] (CSV outputs), [`verify`], [`simulate`], [`holidays`] (the holiday files on
-//!   disk), [`metrics`], [`config`], [`allocator`].
+//!   disk), [`markdown`] (escaping), [`metrics`], [`config`], [`allocator`].
 //! * [`cli`] — the `casewatch` command line; `main.rs` only calls it.
 //!
 //! Data flows one way: sources (Kafka, NDJSON files) → [`core::event::parse_event`] →
@@ -28,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod core;
 pub mod holidays;
+pub mod markdown;
 pub mod metrics;
 pub mod pipeline;
 pub mod replay;

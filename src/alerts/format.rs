@@ -115,11 +115,12 @@ impl Context<'_> {
         } else {
             format!("{}：{}", self.level().chinese(), self.kind_name())
         };
+        let md = crate::markdown::escape;
         let mut lines = vec![
             format!("### {title}"),
-            format!("- 窗口：{}（{}）", self.window_name, a.department),
-            format!("- 事项：{}", item(a)),
-            format!("- 办件：{}", a.case_id),
+            format!("- 窗口：{}（{}）", md(self.window_name), md(&a.department)),
+            format!("- 事项：{}", md(&item(a))),
+            format!("- 办件：{}", md(&a.case_id)),
             format!("- 时限：{}", self.deadline().map_or("—".to_string(), local)),
             format!("- 情况：{}", self.lateness()),
             format!("- 发现时间：{}", local(a.detected_at)),
@@ -131,7 +132,7 @@ impl Context<'_> {
             lines.push(PROVISIONAL_LINE.to_string());
         }
         lines.push(format!("\n> {}", self.advice()));
-        lines.push(format!("\n告警编号 {}", a.alert_id));
+        lines.push(format!("\n告警编号 {}", md(&a.alert_id)));
         lines.join("\n")
     }
 

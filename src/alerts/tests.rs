@@ -260,3 +260,26 @@ fn provisional_deadlines_are_flagged_in_both_formats() {
     );
     assert!(!robot.body.contains("暂定"), "{}", robot.body);
 }
+
+#[test]
+fn names_with_markdown_control_characters_render_as_text() {
+    let cal = calendar();
+    let mut a = alert("red", "overcharge", "W01");
+    a.item_name = "**加急** [点此](http://evil.example)".into();
+    a.department = "县局|`x`".into();
+    let ctx = Context {
+        window_name: "公安_窗口_ <b>",
+        ..ctx(&a, &cal, false)
+    };
+    let m = render(WebhookFormat::Dingtalk, "http://h/d", "", &ctx);
+    let body: serde_json::Value = serde_json::from_str(&m.body).unwrap();
+    let text = body["markdown"]["text"].as_str().unwrap();
+    assert!(
+        text.contains(r"- 窗口：公安_窗口\_ \<b\>（县局\|\`x\`）"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r"- 事项：W01-001 \*\*加急\*\* \[点此\](http://evil.example)"),
+        "{text}"
+    );
+}

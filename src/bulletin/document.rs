@@ -4,6 +4,8 @@
 
 use std::fmt::Write as _;
 
+use crate::markdown::escape as md_escape;
+
 /// A piece of a paragraph.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Inline {
@@ -162,31 +164,6 @@ fn html_row(out: &mut String, tag: &str, cells: &[String]) {
         let _ = write!(out, "<{tag}>{}</{tag}>", html_escape(c));
     }
     out.push_str("</tr>");
-}
-
-/// Markdown text: the characters that would start markup, tables, links or HTML are escaped,
-/// and line breaks become spaces (a name cannot end a table row or start a heading). An
-/// underscore inside a word (`deadline_warning`) cannot delimit emphasis and stays as it is.
-pub(crate) fn md_escape(s: &str) -> String {
-    let chars: Vec<char> = s.chars().collect();
-    let mut out = String::with_capacity(s.len());
-    for (i, &c) in chars.iter().enumerate() {
-        let intraword = |c: Option<&char>| c.is_some_and(|c| c.is_alphanumeric());
-        match c {
-            '_' if intraword(i.checked_sub(1).and_then(|p| chars.get(p)))
-                && intraword(chars.get(i + 1)) =>
-            {
-                out.push(c)
-            }
-            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '|' | '#' => {
-                out.push('\\');
-                out.push(c);
-            }
-            '\n' | '\r' => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// HTML text and attribute values.
