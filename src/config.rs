@@ -94,6 +94,12 @@ pub(crate) struct AlertsConfig {
     pub(crate) hold_lag: i64,
     /// How often the outbox (`alerts` in ClickHouse) is scanned for undelivered alerts.
     pub(crate) rescan_secs: u64,
+    /// A receiver's `Retry-After` is honoured up to this long.
+    pub(crate) retry_after_cap_secs: u64,
+    /// After `max_attempts`, an alert stays due and is tried again this often …
+    pub(crate) long_backoff_secs: u64,
+    /// … until this long after its first attempt; then it is recorded as given up.
+    pub(crate) give_up_hours: u64,
     #[serde(default)]
     pub(crate) webhooks: Vec<WebhookConfig>,
     #[serde(default)]

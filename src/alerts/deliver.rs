@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Semaphore};
 
 use super::format::{render, Context};
-use crate::config::{Config, WebhookConfig};
+use crate::config::{Config, WebhookConfig, WebhookFormat};
 use crate::core::engine::Calendars;
 use crate::metrics::Metrics;
 use crate::sinks::clickhouse::rows::AlertRecord;
@@ -21,23 +21,118 @@ use crate::sinks::clickhouse::ClickhouseWriter;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
     Delivered,
-    /// Network error, timeout, 5xx, 408 or 429 (with the server's `Retry-After`, if any).
+    /// Try again: no answer, 5xx, 408, 429 or a robot's rate-limit code (after at least the
+    /// given wait, when the receiver said how long).
     Retry(Option<Duration>),
-    /// Any other 4xx (or 3xx): retrying cannot help.
+    /// Retrying cannot help: a 3xx (redirects are not followed), another 4xx, or a robot's
+    /// error code (bad signature, keyword mismatch, invalid token).
     Rejected,
 }
 
-/// Classifies an answer (`None`: no answer at all).
-pub(crate) fn classify(status: Option<u16>, retry_after: Option<&str>) -> Verdict {
-    let after = retry_after
+/// A receiver's answer to one attempt.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Answer<'a> {
+    /// HTTP status (None: no answer at all).
+    pub(crate) status: Option<u16>,
+    pub(crate) retry_after: Option<&'a str>,
+    /// The first bytes of the body (at most [`BODY_LIMIT`]).
+    pub(crate) body: &'a [u8],
+}
+
+/// What an answer means, with the robot's code (0 when there is none) and a short note.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Judged {
+    pub(crate) verdict: Verdict,
+    pub(crate) errcode: i64,
+    pub(crate) note: String,
+}
+
+/// At most this much of a response body is read.
+pub(crate) const BODY_LIMIT: usize = 4096;
+
+/// The rate-limit window of the DingTalk and WeCom robots (20 messages a minute).
+const ROBOT_WINDOW: Duration = Duration::from_secs(60);
+
+/// Rate-limit codes: DingTalk's "send too fast", WeCom's "api freq out of limit".
+const RATE_LIMIT_CODES: [i64; 2] = [130_101, 45_009];
+
+/// Judges an answer the way the receiver defines delivery (SPEC §4): for the robots, HTTP 2xx
+/// *and* `errcode` 0 in the JSON body. `Retry-After` is honoured up to `cap`.
+pub(crate) fn classify(format: WebhookFormat, answer: Answer<'_>, cap: Duration) -> Judged {
+    let after = answer
+        .retry_after
         .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
-    match status {
-        None => Verdict::Retry(None),
-        Some(200..=299) => Verdict::Delivered,
-        Some(408 | 429) | Some(500..=599) => Verdict::Retry(after),
-        Some(_) => Verdict::Rejected,
+        .map(|s| Duration::from_secs(s).min(cap));
+    let judged = |verdict, errcode, note: &str| Judged {
+        verdict,
+        errcode,
+        note: note.to_string(),
+    };
+    match answer.status {
+        None => judged(Verdict::Retry(None), 0, ""),
+        Some(200..=299) if format == WebhookFormat::Generic => judged(Verdict::Delivered, 0, ""),
+        Some(200..=299) => robot_answer(answer.body, after, cap),
+        Some(300..=399) => judged(Verdict::Rejected, 0, "redirect not followed"),
+        Some(429) => judged(
+            Verdict::Retry(Some(after.unwrap_or(ROBOT_WINDOW.min(cap)))),
+            0,
+            "",
+        ),
+        Some(408 | 500..=599) => judged(Verdict::Retry(after), 0, ""),
+        Some(_) => judged(Verdict::Rejected, 0, ""),
     }
+}
+
+/// A DingTalk or WeCom 2xx: `{"errcode": 0, …}` is a delivery.
+fn robot_answer(body: &[u8], after: Option<Duration>, cap: Duration) -> Judged {
+    #[derive(serde::Deserialize)]
+    struct RobotAnswer {
+        errcode: Option<i64>,
+        #[serde(default)]
+        errmsg: String,
+    }
+    let Some((code, message)) = serde_json::from_slice::<RobotAnswer>(body)
+        .ok()
+        .and_then(|a| Some((a.errcode?, a.errmsg)))
+    else {
+        return Judged {
+            verdict: Verdict::Retry(None),
+            errcode: 0,
+            note: "no errcode in the answer".into(),
+        };
+    };
+    let verdict = match code {
+        0 => Verdict::Delivered,
+        c if RATE_LIMIT_CODES.contains(&c) => {
+            Verdict::Retry(Some(after.unwrap_or(ROBOT_WINDOW.min(cap))))
+        }
+        _ => Verdict::Rejected,
+    };
+    let note = if code == 0 {
+        String::new()
+    } else {
+        format!(
+            "errcode {code}: {}",
+            message.chars().take(200).collect::<String>()
+        )
+    };
+    Judged {
+        verdict,
+        errcode: code,
+        note,
+    }
+}
+
+/// Reads at most `limit` bytes of a body (a receiver cannot make casewatch hold more).
+async fn read_capped(mut resp: reqwest::Response, limit: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    while out.len() < limit {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => out.extend_from_slice(&chunk[..chunk.len().min(limit - out.len())]),
+            _ => break,
+        }
+    }
+    out
 }
 
 /// The wait before attempt `attempt + 1`: exponential from 500 ms up to 60 s, with jitter
@@ -57,11 +152,13 @@ pub(crate) struct DeliveryRecord {
     pub(crate) webhook: String,
     pub(crate) revocation: u8,
     pub(crate) attempt: u32,
-    /// `delivered`, `retry`, `rejected` or `exhausted`.
+    /// `delivered`, `retry`, `rejected`, `exhausted` or `given_up`.
     pub(crate) outcome: String,
     pub(crate) http_status: u16,
     pub(crate) error: String,
     pub(crate) attempted_at: u32,
+    /// The robot's `errcode` (0: none, or not a robot).
+    pub(crate) errcode: i64,
 }
 
 /// One message to send.
@@ -151,7 +248,7 @@ impl Sender {
             for (k, v) in &msg.headers {
                 request = request.header(k, v);
             }
-            let (status, retry_after, error) = match request.send().await {
+            let (status, retry_after, body, error) = match request.send().await {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     let retry_after = resp
@@ -159,22 +256,28 @@ impl Sender {
                         .get("retry-after")
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_string);
-                    let text = if resp.status().is_success() {
-                        String::new()
-                    } else {
-                        resp.text()
-                            .await
-                            .unwrap_or_default()
-                            .chars()
-                            .take(500)
-                            .collect()
-                    };
-                    (Some(status), retry_after, text)
+                    let body = read_capped(resp, BODY_LIMIT).await;
+                    (Some(status), retry_after, body, String::new())
                 }
                 // The error text may hold the URL (with a DingTalk token): keep the kind only.
-                Err(e) => (None, None, error_kind(&e)),
+                Err(e) => (None, None, Vec::new(), error_kind(&e)),
             };
-            let verdict = classify(status, retry_after.as_deref());
+            let judged = classify(
+                self.hook.format,
+                Answer {
+                    status,
+                    retry_after: retry_after.as_deref(),
+                    body: &body,
+                },
+                Duration::from_secs(self.cfg.alerts.retry_after_cap_secs),
+            );
+            let verdict = judged.verdict;
+            let error = match (error.is_empty(), judged.note.is_empty()) {
+                (false, _) => error,
+                (true, false) => judged.note.clone(),
+                (true, true) if verdict == Verdict::Delivered => String::new(),
+                (true, true) => String::from_utf8_lossy(&body).chars().take(500).collect(),
+            };
             let last = attempt == self.hook.max_attempts;
             let outcome = match verdict {
                 Verdict::Delivered => "delivered",
@@ -192,6 +295,7 @@ impl Sender {
                 http_status: status.unwrap_or(0),
                 error,
                 attempted_at: (now_millis / 1000) as u32,
+                errcode: judged.errcode,
             });
             match verdict {
                 Verdict::Delivered => {
@@ -209,7 +313,7 @@ impl Sender {
                     return Ended::Delivered;
                 }
                 Verdict::Rejected => {
-                    tracing::warn!(webhook = %self.hook.name, alert = %job.alert.alert_id, status, "webhook rejected the alert; not retried");
+                    tracing::warn!(webhook = %self.hook.name, alert = %job.alert.alert_id, status, errcode = judged.errcode, "webhook rejected the alert; not retried");
                     return Ended::Failed;
                 }
                 Verdict::Retry(_) if last => {
@@ -223,6 +327,14 @@ impl Sender {
         }
         Ended::Failed
     }
+}
+
+/// The webhook client: redirects are not followed (a 3xx is a permanent failure: a redirect
+/// would turn the POST into a GET and could point anywhere).
+fn http_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
 }
 
 fn error_kind(e: &reqwest::Error) -> String {
@@ -277,7 +389,7 @@ impl Dispatcher {
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let calendars = cfg.calendars()?;
-        let http = reqwest::Client::builder().build()?;
+        let http = http_client()?;
         let (input_tx, input_rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let (records_tx, records_rx) = mpsc::unbounded_channel();
@@ -613,7 +725,7 @@ pub(crate) async fn send_test(
     let (records_tx, mut records_rx) = mpsc::unbounded_channel();
     let sender = Sender {
         hook,
-        http: reqwest::Client::builder().build()?,
+        http: http_client()?,
         calendars: cfg.calendars()?,
         cfg: cfg.clone(),
         metrics: Arc::new(Metrics::default()),

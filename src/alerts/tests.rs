@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::deliver::{backoff, classify, Verdict};
+use super::deliver::{backoff, classify, Answer, Judged, Verdict};
 use super::format::{dingtalk_sign, generic_signature, render, Context, PROVISIONAL_LINE};
 use super::route;
 use crate::config::{AlertsConfig, RouteConfig, WebhookFormat};
@@ -50,6 +50,9 @@ fn routes_escalate_by_level_and_narrow_by_window() {
     let cfg = AlertsConfig {
         hold_lag: 0,
         rescan_secs: 30,
+        retry_after_cap_secs: 300,
+        long_backoff_secs: 1800,
+        give_up_hours: 72,
         webhooks: vec![],
         routes: vec![
             route_cfg(&[], &["W01"], &["window-w01"]),
@@ -75,24 +78,107 @@ fn routes_escalate_by_level_and_narrow_by_window() {
     );
 }
 
+fn judge(
+    format: WebhookFormat,
+    status: Option<u16>,
+    retry_after: Option<&str>,
+    body: &str,
+) -> Judged {
+    let answer = Answer {
+        status,
+        retry_after,
+        body: body.as_bytes(),
+    };
+    classify(format, answer, Duration::from_secs(300))
+}
+
+fn verdict(status: Option<u16>, retry_after: Option<&str>) -> Verdict {
+    judge(WebhookFormat::Generic, status, retry_after, "").verdict
+}
+
 #[test]
 fn retry_policy_follows_the_status() {
-    assert_eq!(classify(Some(200), None), Verdict::Delivered);
-    assert_eq!(classify(Some(204), None), Verdict::Delivered);
-    assert_eq!(classify(None, None), Verdict::Retry(None));
-    assert_eq!(classify(Some(500), None), Verdict::Retry(None));
+    assert_eq!(verdict(Some(200), None), Verdict::Delivered);
+    assert_eq!(verdict(Some(204), None), Verdict::Delivered);
+    assert_eq!(verdict(None, None), Verdict::Retry(None));
+    assert_eq!(verdict(Some(500), None), Verdict::Retry(None));
     assert_eq!(
-        classify(Some(503), Some("7")),
+        verdict(Some(503), Some("7")),
         Verdict::Retry(Some(Duration::from_secs(7)))
     );
-    assert_eq!(classify(Some(408), None), Verdict::Retry(None));
+    assert_eq!(verdict(Some(408), None), Verdict::Retry(None));
     assert_eq!(
-        classify(Some(429), Some(" 2 ")),
+        verdict(Some(429), Some(" 2 ")),
         Verdict::Retry(Some(Duration::from_secs(2)))
     );
-    assert_eq!(classify(Some(400), None), Verdict::Rejected);
-    assert_eq!(classify(Some(404), Some("5")), Verdict::Rejected);
-    assert_eq!(classify(Some(301), None), Verdict::Rejected);
+    // A 429 without Retry-After waits the robots' one-minute window; Retry-After is capped.
+    assert_eq!(
+        verdict(Some(429), None),
+        Verdict::Retry(Some(Duration::from_secs(60)))
+    );
+    assert_eq!(
+        verdict(Some(503), Some("86400")),
+        Verdict::Retry(Some(Duration::from_secs(300)))
+    );
+    assert_eq!(verdict(Some(400), None), Verdict::Rejected);
+    assert_eq!(verdict(Some(404), Some("5")), Verdict::Rejected);
+    let redirect = judge(WebhookFormat::Dingtalk, Some(302), None, "");
+    assert_eq!(redirect.verdict, Verdict::Rejected);
+    assert_eq!(redirect.note, "redirect not followed");
+}
+
+#[test]
+fn robots_deliver_only_with_errcode_zero() {
+    for format in [WebhookFormat::Dingtalk, WebhookFormat::Wecom] {
+        let ok = judge(format, Some(200), None, r#"{"errcode":0,"errmsg":"ok"}"#);
+        assert_eq!((ok.verdict, ok.errcode), (Verdict::Delivered, 0));
+        // HTTP 200 with no errcode, or not JSON at all, is not a delivery.
+        for body in ["", "<html>ok</html>", r#"{"ok":true}"#] {
+            assert_eq!(
+                judge(format, Some(200), None, body).verdict,
+                Verdict::Retry(None),
+                "{body}"
+            );
+        }
+    }
+    // Rate limits: retried after the window.
+    let fast = judge(
+        WebhookFormat::Dingtalk,
+        Some(200),
+        None,
+        r#"{"errcode":130101,"errmsg":"send too fast, exceed 20 times per minute"}"#,
+    );
+    assert_eq!(fast.verdict, Verdict::Retry(Some(Duration::from_secs(60))));
+    assert_eq!(fast.errcode, 130_101);
+    let freq = judge(
+        WebhookFormat::Wecom,
+        Some(200),
+        None,
+        r#"{"errcode":45009,"errmsg":"api freq out of limit"}"#,
+    );
+    assert_eq!(freq.verdict, Verdict::Retry(Some(Duration::from_secs(60))));
+    // Bad signature, keyword mismatch, invalid token: permanent, with the code.
+    for (code, msg) in [
+        (310_000, "sign not match"),
+        (310_000, "keywords not in content"),
+        (300_001, "token is not exist"),
+    ] {
+        let j = judge(
+            WebhookFormat::Dingtalk,
+            Some(200),
+            None,
+            &format!(r#"{{"errcode":{code},"errmsg":"{msg}"}}"#),
+        );
+        assert_eq!((j.verdict, j.errcode), (Verdict::Rejected, code));
+        assert_eq!(j.note, format!("errcode {code}: {msg}"));
+    }
+    let wecom = judge(
+        WebhookFormat::Wecom,
+        Some(200),
+        None,
+        r#"{"errcode":93000,"errmsg":"invalid webhook url"}"#,
+    );
+    assert_eq!((wecom.verdict, wecom.errcode), (Verdict::Rejected, 93_000));
 }
 
 #[test]

@@ -15,6 +15,14 @@ fn ok() -> Reply {
     Reply::Status(200, vec![])
 }
 
+/// A DingTalk/WeCom robot's answer.
+fn robot(errcode: i64, errmsg: &str) -> Reply {
+    Reply::Json(
+        200,
+        format!(r#"{{"errcode":{errcode},"errmsg":"{errmsg}"}}"#),
+    )
+}
+
 /// A config file with these webhooks (TOML tables) and routes.
 fn config(dir: &std::path::Path, webhooks: &[String], routes: &[&str]) -> std::path::PathBuf {
     let mut toml = String::from("[alerts]\nhold_lag = 1000\nrescan_secs = 2\n");
@@ -158,7 +166,7 @@ async fn dingtalk_requests_carry_a_valid_signature() {
     use base64::Engine as _;
     let db = TestDb::new().await;
     run_ok(casewatch(&db).arg("migrate"));
-    let receiver = Receiver::start(vec![], ok()).await;
+    let receiver = Receiver::start(vec![], robot(0, "ok")).await;
     let dir = tempfile::tempdir().unwrap();
     let url = format!("{}?access_token=tok", receiver.url);
     let cfg = config(
@@ -206,6 +214,91 @@ async fn dingtalk_requests_carry_a_valid_signature() {
     let body = r.json();
     assert_eq!(body["msgtype"], "markdown");
     assert!(body["markdown"]["text"].as_str().unwrap().contains("黄牌"));
+}
+
+async fn codes(db: &TestDb, alert_id: &str) -> Vec<(u32, String, u16, i64)> {
+    db.client()
+        .query("SELECT attempt, outcome, http_status, errcode FROM alert_deliveries WHERE alert_id = ? ORDER BY attempt")
+        .bind(alert_id)
+        .fetch_all()
+        .await
+        .unwrap()
+}
+
+/// `casewatch alerts test` against one webhook: its exit code and the receiver's requests.
+async fn alerts_test(
+    db: &TestDb,
+    receiver: &Receiver,
+    format: &str,
+    extra: &str,
+) -> (Option<i32>, Vec<crate::receiver::Request>) {
+    let dir = tempfile::tempdir().unwrap();
+    // The robots' one-minute rate-limit window, shortened to a second by the Retry-After cap.
+    let cfg = dir.path().join("casewatch.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[alerts]\nretry_after_cap_secs = 1\n[[alerts.webhooks]]\n{}\n[[alerts.routes]]\nwebhooks = [\"robot\"]\n",
+            hook("robot", &receiver.url, format, extra)
+        ),
+    )
+    .unwrap();
+    let out = casewatch(db)
+        .arg("--config")
+        .arg(&cfg)
+        .args(["alerts", "test", "--webhook", "robot"])
+        .output()
+        .unwrap();
+    (out.status.code(), receiver.requests())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn robots_deliver_on_errcode_zero_only_and_redirects_are_permanent() {
+    let db = TestDb::new().await;
+    run_ok(casewatch(&db).arg("migrate"));
+    // HTTP 200 with a bad-signature errcode: rejected with the code, never retried.
+    let bad_sign = Receiver::start(vec![], robot(310_000, "sign not match")).await;
+    let (code, requests) = alerts_test(&db, &bad_sign, "dingtalk", "").await;
+    assert_eq!((code, requests.len()), (Some(1), 1));
+    let id = requests[0]
+        .header("x-casewatch-alert-id")
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        codes(&db, &id).await,
+        vec![(1, "rejected".into(), 200, 310_000)]
+    );
+    // Rate-limited, then accepted: retried after the window (capped by Retry-After here).
+    let limited =
+        Receiver::start(vec![robot(45_009, "api freq out of limit")], robot(0, "ok")).await;
+    let (code, requests) = alerts_test(&db, &limited, "wecom", "").await;
+    assert_eq!((code, requests.len()), (Some(0), 2));
+    let id = requests[0]
+        .header("x-casewatch-alert-id")
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        codes(&db, &id).await,
+        vec![
+            (1, "retry".into(), 200, 45_009),
+            (2, "delivered".into(), 200, 0)
+        ]
+    );
+    // A 302 is not followed: one request, a permanent failure on record.
+    let elsewhere = Receiver::start(vec![], robot(0, "ok")).await;
+    let redirect = Receiver::start(
+        vec![],
+        Reply::Status(302, vec![("location", elsewhere.url.clone())]),
+    )
+    .await;
+    let (code, requests) = alerts_test(&db, &redirect, "dingtalk", "").await;
+    assert_eq!((code, requests.len()), (Some(1), 1));
+    assert!(elsewhere.requests().is_empty());
+    let id = requests[0]
+        .header("x-casewatch-alert-id")
+        .unwrap()
+        .to_string();
+    assert_eq!(codes(&db, &id).await, vec![(1, "rejected".into(), 302, 0)]);
 }
 
 /// Alert ids (raises, not revocations) a receiver got.

@@ -11,6 +11,8 @@ use tokio::net::TcpListener;
 #[derive(Debug, Clone)]
 pub enum Reply {
     Status(u16, Vec<(&'static str, String)>),
+    /// A status with a JSON body (what the DingTalk and WeCom robots answer).
+    Json(u16, String),
     /// Read the request, never answer.
     Hang,
 }
@@ -142,6 +144,14 @@ async fn serve(mut stream: tokio::net::TcpStream, inner: Arc<Mutex<Inner>>) {
                         out.push_str(&format!("{k}: {v}\r\n"));
                     }
                     out.push_str("\r\n");
+                    let _ = stream.write_all(out.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                }
+                Reply::Json(code, body) => {
+                    let out = format!(
+                        "HTTP/1.1 {code} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
                     let _ = stream.write_all(out.as_bytes()).await;
                     let _ = stream.shutdown().await;
                 }

@@ -4,7 +4,7 @@
 use ::clickhouse::Client;
 
 /// The migrations, embedded: (version, name, SQL).
-pub(crate) const MIGRATIONS: [(u32, &str, &str); 3] = [
+pub(crate) const MIGRATIONS: [(u32, &str, &str); 4] = [
     (
         1,
         "tables",
@@ -19,6 +19,11 @@ pub(crate) const MIGRATIONS: [(u32, &str, &str); 3] = [
         3,
         "calendar_provisional",
         include_str!("../../../schemas/clickhouse/0003_calendar_provisional.sql"),
+    ),
+    (
+        4,
+        "delivery_codes",
+        include_str!("../../../schemas/clickhouse/0004_delivery_codes.sql"),
     ),
 ];
 
