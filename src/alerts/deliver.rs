@@ -173,7 +173,10 @@ struct Job {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ended {
     Delivered,
+    /// Rejected by the receiver: final.
     Failed,
+    /// The attempts ran out: due again after `alerts.long_backoff_secs`.
+    Exhausted,
     Cancelled,
 }
 
@@ -189,7 +192,10 @@ enum Phase {
     None,
     InFlight,
     Delivered,
+    /// Rejected, or given up after `alerts.give_up_hours`: final.
     Failed,
+    /// The attempts ran out; the outbox scan makes it due again after the long backoff.
+    Exhausted,
 }
 
 /// Delivery state of one (alert, webhook).
@@ -317,8 +323,8 @@ impl Sender {
                     return Ended::Failed;
                 }
                 Verdict::Retry(_) if last => {
-                    tracing::warn!(webhook = %self.hook.name, alert = %job.alert.alert_id, attempts = attempt, "webhook delivery gave up after the attempt limit");
-                    return Ended::Failed;
+                    tracing::warn!(webhook = %self.hook.name, alert = %job.alert.alert_id, attempts = attempt, "webhook attempts exhausted; the alert stays due and is tried again after the long backoff");
+                    return Ended::Exhausted;
                 }
                 Verdict::Retry(after) => {
                     tokio::time::sleep(backoff(attempt, after, rand::random::<f64>())).await;
@@ -416,6 +422,7 @@ impl Dispatcher {
             cfg,
             client,
             metrics,
+            records: records_tx,
             queues,
             tracks: HashMap::new(),
             at_rest: HashMap::new(),
@@ -468,10 +475,24 @@ async fn write_records(writer: ClickhouseWriter, mut rx: mpsc::UnboundedReceiver
     }
 }
 
+/// What `alert_deliveries` says of one (alert, webhook, revocation).
+#[derive(Debug, Row, Deserialize)]
+struct Recorded {
+    alert_id: String,
+    webhook: String,
+    revocation: u8,
+    delivered: u8,
+    failed: u8,
+    /// The last `exhausted` attempt (0: none).
+    exhausted_at: u32,
+    first_at: u32,
+}
+
 struct State {
     cfg: Arc<Config>,
     client: ::clickhouse::Client,
     metrics: Arc<Metrics>,
+    records: mpsc::UnboundedSender<DeliveryRecord>,
     queues: HashMap<String, mpsc::Sender<Job>>,
     /// Tracks with a job queued or running, with their alert rows.
     tracks: HashMap<(String, String), Track>,
@@ -547,10 +568,11 @@ impl State {
                     cancel: Arc::new(AtomicBool::new(false)),
                 }
             });
-            // Recorded outcomes win over what this process believes is still to do.
+            // Recorded outcomes win over what this process believes is still to do (and
+            // decide when an exhausted alert is due again).
             if let Some(known) = known {
                 for (revocation, phase) in [(0u8, &mut track.raise), (1u8, &mut track.revoke)] {
-                    if *phase == Phase::None {
+                    if matches!(*phase, Phase::None | Phase::Exhausted) {
                         if let Some(p) =
                             known.get(&(alert.alert_id.clone(), hook.clone(), revocation))
                         {
@@ -627,6 +649,7 @@ impl State {
             let phase = match d.ended {
                 Ended::Delivered => Phase::Delivered,
                 Ended::Failed => Phase::Failed,
+                Ended::Exhausted => Phase::Exhausted,
                 Ended::Cancelled => Phase::None,
             };
             if d.revocation {
@@ -639,38 +662,91 @@ impl State {
         self.settle(&key);
     }
 
+    /// The phase each recorded (alert, webhook, revocation) of a partition is in: delivered;
+    /// failed (rejected or given up); exhausted and waiting for the long backoff; or due again
+    /// (`None`). An exhausted one past `give_up_hours` since its first attempt is recorded as
+    /// given up here.
+    async fn recorded_phases(
+        &mut self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<HashMap<(String, String, u8), Phase>, ::clickhouse::error::Error> {
+        let rows: Vec<Recorded> = self
+            .client
+            .query(
+                "SELECT alert_id, webhook, revocation, max(outcome = 'delivered') AS delivered, \
+                 max(outcome IN ('rejected', 'given_up')) AS failed, \
+                 maxIf(attempted_at, outcome = 'exhausted') AS exhausted_at, \
+                 min(attempted_at) AS first_at FROM alert_deliveries \
+                 WHERE outcome != 'retry' AND alert_id IN \
+                 (SELECT alert_id FROM alerts WHERE topic = ? AND partition = ?) \
+                 GROUP BY alert_id, webhook, revocation",
+            )
+            .bind(topic)
+            .bind(partition)
+            .fetch_all()
+            .await?;
+        let now = chrono::Utc::now().timestamp();
+        let alerts = &self.cfg.alerts;
+        let mut known = HashMap::new();
+        for r in rows {
+            let phase = if r.delivered == 1 {
+                Phase::Delivered
+            } else if r.failed == 1 {
+                Phase::Failed
+            } else if now >= i64::from(r.first_at) + alerts.give_up_hours as i64 * 3600 {
+                // Recorded once: this process may have given up before the row landed.
+                if self.known_phase(&r) != Some(Phase::Failed) {
+                    self.give_up(&r, now);
+                }
+                Phase::Failed
+            } else if now >= i64::from(r.exhausted_at) + alerts.long_backoff_secs as i64 {
+                Phase::None // due again
+            } else {
+                Phase::Exhausted
+            };
+            known.insert((r.alert_id, r.webhook, r.revocation), phase);
+        }
+        Ok(known)
+    }
+
+    /// What this process knows of an (alert, webhook, revocation).
+    fn known_phase(&self, r: &Recorded) -> Option<Phase> {
+        let key = (r.alert_id.clone(), r.webhook.clone());
+        let phases = match self.tracks.get(&key) {
+            Some(t) => (t.raise, t.revoke),
+            None => *self.at_rest.get(&rest_key(&key))?,
+        };
+        Some(if r.revocation == 1 { phases.1 } else { phases.0 })
+    }
+
+    /// Records that an alert was never delivered within `give_up_hours`.
+    fn give_up(&self, r: &Recorded, now: i64) {
+        tracing::warn!(alert = %r.alert_id, webhook = %r.webhook, "no delivery within give_up_hours: given up");
+        self.metrics.delivery(&r.webhook, "given_up");
+        let _ = self.records.send(DeliveryRecord {
+            alert_id: r.alert_id.clone(),
+            webhook: r.webhook.clone(),
+            revocation: r.revocation,
+            attempt: 0,
+            outcome: "given_up".into(),
+            http_status: 0,
+            error: format!(
+                "not delivered within {} hours",
+                self.cfg.alerts.give_up_hours
+            ),
+            attempted_at: now.clamp(0, i64::from(u32::MAX)) as u32,
+            errcode: 0,
+        });
+    }
+
     /// Loads the outbox of some partitions and the final outcomes recorded so far.
     async fn rescan(
         &mut self,
         partitions: &[(String, u32)],
     ) -> Result<(), ::clickhouse::error::Error> {
         for (topic, partition) in partitions {
-            // The final outcomes recorded for this partition's alerts only.
-            let finals: Vec<(String, String, u8, String)> = self
-                .client
-                .query(
-                    "SELECT alert_id, webhook, revocation, outcome FROM alert_deliveries \
-                     WHERE outcome != 'retry' AND alert_id IN \
-                     (SELECT alert_id FROM alerts WHERE topic = ? AND partition = ?)",
-                )
-                .bind(topic)
-                .bind(*partition)
-                .fetch_all()
-                .await?;
-            let mut known: HashMap<(String, String, u8), Phase> = HashMap::new();
-            for (alert_id, webhook, revocation, outcome) in finals {
-                let phase = if outcome == "delivered" {
-                    Phase::Delivered
-                } else {
-                    Phase::Failed
-                };
-                let entry = known
-                    .entry((alert_id, webhook, revocation))
-                    .or_insert(phase);
-                if phase == Phase::Delivered {
-                    *entry = Phase::Delivered;
-                }
-            }
+            let known = self.recorded_phases(topic, *partition).await?;
             let alerts: Vec<AlertRecord> = self
                 .client
                 .query("SELECT ?fields FROM alerts FINAL WHERE topic = ? AND partition = ?")
@@ -799,6 +875,7 @@ mod tests {
             cfg: Arc::new(cfg),
             client: ::clickhouse::Client::default(),
             metrics: Arc::new(Metrics::default()),
+            records: mpsc::unbounded_channel().0,
             queues: HashMap::from([("chief".to_string(), tx)]),
             tracks: HashMap::new(),
             at_rest: HashMap::new(),
@@ -827,6 +904,61 @@ mod tests {
         assert_eq!(
             state.at_rest.values().next(),
             Some(&(Phase::Delivered, Phase::Delivered))
+        );
+    }
+
+    /// Exhausted attempts do not end an alert: it waits while the outbox scan says so, and is
+    /// queued again once the scan finds it due.
+    #[test]
+    fn an_exhausted_alert_is_queued_again_when_the_scan_finds_it_due() {
+        let mut cfg = Config::load(None, &HashMap::new()).unwrap();
+        cfg.alerts.routes = vec![RouteConfig {
+            levels: vec![],
+            kinds: vec![],
+            centers: vec![],
+            windows: vec![],
+            webhooks: vec!["chief".into()],
+        }];
+        let (tx, mut jobs) = mpsc::channel::<Job>(8);
+        let mut state = State {
+            cfg: Arc::new(cfg),
+            client: ::clickhouse::Client::default(),
+            metrics: Arc::new(Metrics::default()),
+            records: mpsc::unbounded_channel().0,
+            queues: HashMap::from([("chief".to_string(), tx)]),
+            tracks: HashMap::new(),
+            at_rest: HashMap::new(),
+            busy: Arc::new(AtomicUsize::new(0)),
+        };
+        state.update(&alert(0), None);
+        assert!(jobs.try_recv().is_ok());
+        state.ended(Done {
+            ended: Ended::Exhausted,
+            ..done(false)
+        });
+        let key = ("00000000deadbeef".to_string(), "chief".to_string(), 0u8);
+        // The scan says: still within the long backoff.
+        state.update(
+            &alert(0),
+            Some(&HashMap::from([(key.clone(), Phase::Exhausted)])),
+        );
+        assert!(jobs.try_recv().is_err(), "queued before the long backoff");
+        // The scan says: due again.
+        state.update(
+            &alert(0),
+            Some(&HashMap::from([(key.clone(), Phase::None)])),
+        );
+        assert!(!jobs.try_recv().unwrap().revocation);
+        // Given up: final.
+        state.ended(Done {
+            ended: Ended::Exhausted,
+            ..done(false)
+        });
+        state.update(&alert(0), Some(&HashMap::from([(key, Phase::Failed)])));
+        state.update(&alert(0), None);
+        assert!(
+            jobs.try_recv().is_err(),
+            "a given-up alert was queued again"
         );
     }
 }

@@ -592,3 +592,135 @@ async fn a_delivered_alert_is_revoked_with_its_id_and_one_revoked_first_is_never
     }
     child.kill();
 }
+
+/// Cases each raising a red `overcharge` card at once (an hour ago).
+fn overcharged_cases(prefix: &str, n: usize) -> Vec<String> {
+    let at = (chrono::Utc::now() - chrono::Duration::hours(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    (0..n)
+        .flat_map(|i| {
+            let case = format!("{prefix}-{i}");
+            [
+                serde_json::json!({
+                    "version": 1, "event_id": format!("{case}-a"), "case_id": case, "type": "accepted",
+                    "occurred_at": at, "source": "hall", "center_id": "C001", "window_id": "W01",
+                    "item": {"code": "W01-001", "kind": "promised", "promised_days": 10}
+                })
+                .to_string(),
+                serde_json::json!({
+                    "version": 1, "event_id": format!("{case}-f"), "case_id": case, "type": "fee_charged",
+                    "occurred_at": at, "source": "hall", "center_id": "C001",
+                    "amount_cents": 5000, "standard_cents": 1000
+                })
+                .to_string(),
+            ]
+        })
+        .collect()
+}
+
+/// Polls the outcomes recorded for a webhook until `done` holds (at most `secs`).
+async fn wait_outcomes(
+    db: &TestDb,
+    webhook: &str,
+    secs: u64,
+    done: impl Fn(&[(String, String)]) -> bool,
+) -> Vec<(String, String)> {
+    let limit = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let rows: Vec<(String, String)> = db
+            .client()
+            .query("SELECT alert_id, outcome FROM alert_deliveries WHERE webhook = ? ORDER BY attempted_at, attempt")
+            .bind(webhook)
+            .fetch_all()
+            .await
+            .unwrap();
+        if done(&rows) {
+            return rows;
+        }
+        assert!(std::time::Instant::now() < limit, "{webhook}: {rows:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_longer_than_the_attempts_loses_no_card() {
+    let db = TestDb::new().await;
+    let topics = TestTopics::new(1, 1).await;
+    let topic = topics.name(0).to_string();
+    run_ok(casewatch(&db).arg("migrate"));
+    produce(&db, &topic, &overcharged_cases("OUT", 4)).await;
+    let down = Receiver::start(vec![], Reply::Status(503, vec![])).await;
+    let dir = tempfile::tempdir().unwrap();
+    // The receiver's outage, fast-forwarded: two attempts, then the long backoff of 2 s.
+    let cfg = dir.path().join("casewatch.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[alerts]\nrescan_secs = 1\nlong_backoff_secs = 2\n[[alerts.webhooks]]\n{}\n[[alerts.routes]]\nwebhooks = [\"down\"]\n",
+            hook("down", &down.url, "generic", "max_attempts = 2")
+        ),
+    )
+    .unwrap();
+    let mut child = spawn(service(&db, &topic).arg("--config").arg(&cfg).arg("run"));
+    let exhausted = |rows: &[(String, String)]| {
+        rows.iter()
+            .filter(|r| r.1 == "exhausted")
+            .map(|r| &r.0)
+            .collect::<BTreeSet<_>>()
+            .len()
+            == 4
+    };
+    wait_outcomes(&db, "down", 90, exhausted).await;
+    // Still down: tried again after the long backoff, and exhausted again.
+    let again = |rows: &[(String, String)]| rows.iter().filter(|r| r.1 == "exhausted").count() >= 8;
+    wait_outcomes(&db, "down", 60, again).await;
+    down.set_default(ok());
+    let delivered = |rows: &[(String, String)]| {
+        rows.iter()
+            .filter(|r| r.1 == "delivered")
+            .map(|r| &r.0)
+            .collect::<BTreeSet<_>>()
+            .len()
+            == 4
+    };
+    let rows = wait_outcomes(&db, "down", 60, delivered).await;
+    assert!(rows.iter().all(|r| r.1 != "given_up"), "{rows:?}");
+    child.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_never_delivered_is_given_up_after_give_up_hours() {
+    let db = TestDb::new().await;
+    let topics = TestTopics::new(1, 1).await;
+    let topic = topics.name(0).to_string();
+    run_ok(casewatch(&db).arg("migrate"));
+    produce(&db, &topic, &overcharged_cases("GIVE", 1)).await;
+    let never = Receiver::start(vec![], Reply::Status(503, vec![])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("casewatch.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[alerts]\nrescan_secs = 1\nlong_backoff_secs = 1\ngive_up_hours = 0\n[[alerts.webhooks]]\n{}\n[[alerts.routes]]\nwebhooks = [\"never\"]\n",
+            hook("never", &never.url, "generic", "max_attempts = 1")
+        ),
+    )
+    .unwrap();
+    let mut child = spawn(service(&db, &topic).arg("--config").arg(&cfg).arg("run"));
+    let given_up = |rows: &[(String, String)]| rows.iter().any(|r| r.1 == "given_up");
+    wait_outcomes(&db, "never", 90, given_up).await;
+    let requests = never.requests().len();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        never.requests().len(),
+        requests,
+        "attempted after giving up"
+    );
+    let rows = wait_outcomes(&db, "never", 5, |_| true).await;
+    assert_eq!(
+        rows.iter().filter(|r| r.1 == "given_up").count(),
+        1,
+        "{rows:?}"
+    );
+    child.kill();
+}
