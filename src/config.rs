@@ -138,6 +138,29 @@ pub(crate) struct WebhookConfig {
     /// Requests in flight to this webhook at most.
     #[serde(default = "default_webhook_concurrency")]
     pub(crate) concurrency: usize,
+    /// Messages a minute at most (0: unlimited). Default: 20 for `dingtalk` and `wecom` (the
+    /// robots' own limit), unlimited for `generic`.
+    #[serde(default)]
+    pub(crate) rate_per_minute: Option<u32>,
+    /// Alerts in one digest at most (digests are sent when more alerts are due than the rate
+    /// lets through in the next minute).
+    #[serde(default = "default_digest_max")]
+    pub(crate) digest_max: usize,
+}
+
+impl WebhookConfig {
+    /// The rate limit in messages a minute (None: unlimited).
+    pub(crate) fn rate_limit(&self) -> Option<u32> {
+        let limit = self.rate_per_minute.unwrap_or(match self.format {
+            WebhookFormat::Generic => 0,
+            WebhookFormat::Dingtalk | WebhookFormat::Wecom => 20,
+        });
+        (limit > 0).then_some(limit)
+    }
+}
+
+fn default_digest_max() -> usize {
+    20
 }
 
 fn default_webhook_timeout_ms() -> u64 {
@@ -419,9 +442,9 @@ impl Config {
             if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
                 return bad(format!("alerts.webhooks {:?}: url must be http(s)", w.name));
             }
-            if w.max_attempts == 0 || w.queue == 0 || w.concurrency == 0 {
+            if w.max_attempts == 0 || w.queue == 0 || w.concurrency == 0 || w.digest_max == 0 {
                 return bad(format!(
-                    "alerts.webhooks {:?}: max_attempts, queue and concurrency must be at least 1",
+                    "alerts.webhooks {:?}: max_attempts, queue, concurrency and digest_max must be at least 1",
                     w.name
                 ));
             }

@@ -10,7 +10,7 @@ use ::clickhouse::Row;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Semaphore};
 
-use super::format::{render, Context};
+use super::format::{render, render_digest, Context};
 use crate::config::{Config, WebhookConfig, WebhookFormat};
 use crate::core::engine::Calendars;
 use crate::metrics::Metrics;
@@ -224,73 +224,141 @@ struct Sender {
 }
 
 impl Sender {
-    /// Sends a job until it is delivered, rejected, exhausted or cancelled.
-    async fn deliver(&self, job: &Job) -> Ended {
-        let window_name = self.cfg.window_name(&job.alert.window_id);
-        let calendar = self.calendars.get(&job.alert.center_id).clone();
+    /// Sends one message — one job alone, or several as a digest — until it is delivered,
+    /// rejected or exhausted; raises revoked meanwhile are dropped (cancelled). With a rate
+    /// window, every attempt waits for a free slot. Returns how each job ended.
+    async fn deliver(
+        &self,
+        mut jobs: Vec<Job>,
+        mut window: Option<&mut RateWindow>,
+    ) -> Vec<(Job, Ended)> {
+        let mut ended = Vec::new();
         for attempt in 1..=self.hook.max_attempts {
-            if !job.revocation && job.cancel.load(Ordering::Relaxed) {
-                return Ended::Cancelled;
+            let (live, cancelled): (Vec<Job>, Vec<Job>) = jobs
+                .into_iter()
+                .partition(|j| j.revocation || !j.cancel.load(Ordering::Relaxed));
+            ended.extend(cancelled.into_iter().map(|j| (j, Ended::Cancelled)));
+            jobs = live;
+            if jobs.is_empty() {
+                return ended;
             }
-            let now_millis = chrono::Utc::now().timestamp_millis();
-            let ctx = Context {
-                alert: &job.alert,
-                revocation: job.revocation,
-                window_name: &window_name,
-                calendar: &calendar,
-                now_millis,
-            };
-            let msg = render(
-                self.hook.format,
-                &self.hook.url,
-                self.hook.secret.expose(),
-                &ctx,
-            );
-            let mut request = self
-                .http
-                .post(&msg.url)
-                .timeout(Duration::from_millis(self.hook.timeout_ms))
-                .body(msg.body);
-            for (k, v) in &msg.headers {
-                request = request.header(k, v);
+            if let Some(w) = window.as_deref_mut() {
+                w.acquire().await;
             }
-            let (status, retry_after, body, error) = match request.send().await {
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    let retry_after = resp
-                        .headers()
-                        .get("retry-after")
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_string);
-                    let body = read_capped(resp, BODY_LIMIT).await;
-                    (Some(status), retry_after, body, String::new())
-                }
-                // The error text may hold the URL (with a DingTalk token): keep the kind only.
-                Err(e) => (None, None, Vec::new(), error_kind(&e)),
-            };
-            let judged = classify(
-                self.hook.format,
-                Answer {
-                    status,
-                    retry_after: retry_after.as_deref(),
-                    body: &body,
-                },
-                Duration::from_secs(self.cfg.alerts.retry_after_cap_secs),
-            );
-            let verdict = judged.verdict;
-            let error = match (error.is_empty(), judged.note.is_empty()) {
-                (false, _) => error,
-                (true, false) => judged.note.clone(),
-                (true, true) if verdict == Verdict::Delivered => String::new(),
-                (true, true) => String::from_utf8_lossy(&body).chars().take(500).collect(),
-            };
+            let (judged, http_status, error) = self.attempt(&jobs).await;
             let last = attempt == self.hook.max_attempts;
-            let outcome = match verdict {
+            let outcome = match judged.verdict {
                 Verdict::Delivered => "delivered",
                 Verdict::Rejected => "rejected",
                 Verdict::Retry(_) if last => "exhausted",
                 Verdict::Retry(_) => "retry",
             };
+            self.record(&jobs, attempt, outcome, http_status, &error, judged.errcode);
+            let end = match judged.verdict {
+                Verdict::Delivered => {
+                    jobs.iter().for_each(|j| self.observe_latency(j));
+                    Ended::Delivered
+                }
+                Verdict::Rejected => {
+                    tracing::warn!(webhook = %self.hook.name, alerts = jobs.len(), http_status, errcode = judged.errcode, "webhook rejected the message; not retried");
+                    Ended::Failed
+                }
+                Verdict::Retry(_) if last => {
+                    tracing::warn!(webhook = %self.hook.name, alerts = jobs.len(), attempts = attempt, "webhook attempts exhausted; the alerts stay due and are tried again after the long backoff");
+                    Ended::Exhausted
+                }
+                Verdict::Retry(after) => {
+                    tokio::time::sleep(backoff(attempt, after, rand::random::<f64>())).await;
+                    continue;
+                }
+            };
+            ended.extend(jobs.into_iter().map(|j| (j, end)));
+            return ended;
+        }
+        ended
+    }
+
+    /// One POST of the message and how the receiver answered: the judgement, the HTTP status
+    /// (0: none) and the text to record.
+    async fn attempt(&self, jobs: &[Job]) -> (Judged, u16, String) {
+        let now_millis = chrono::Utc::now().timestamp_millis();
+        let names: Vec<String> = jobs
+            .iter()
+            .map(|j| self.cfg.window_name(&j.alert.window_id))
+            .collect();
+        let calendars: Vec<_> = jobs
+            .iter()
+            .map(|j| self.calendars.get(&j.alert.center_id).clone())
+            .collect();
+        let ctxs: Vec<Context<'_>> = jobs
+            .iter()
+            .zip(&names)
+            .zip(&calendars)
+            .map(|((j, window_name), calendar)| Context {
+                alert: &j.alert,
+                revocation: j.revocation,
+                window_name,
+                calendar,
+                now_millis,
+            })
+            .collect();
+        let (url, secret) = (&self.hook.url, self.hook.secret.expose());
+        let msg = match ctxs.as_slice() {
+            [one] => render(self.hook.format, url, secret, one),
+            many => render_digest(self.hook.format, url, secret, many, now_millis),
+        };
+        let mut request = self
+            .http
+            .post(&msg.url)
+            .timeout(Duration::from_millis(self.hook.timeout_ms))
+            .body(msg.body);
+        for (k, v) in &msg.headers {
+            request = request.header(k, v);
+        }
+        let (status, retry_after, body, error) = match request.send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let retry_after = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                let body = read_capped(resp, BODY_LIMIT).await;
+                (Some(status), retry_after, body, String::new())
+            }
+            // The error text may hold the URL (with a DingTalk token): keep the kind only.
+            Err(e) => (None, None, Vec::new(), error_kind(&e)),
+        };
+        let judged = classify(
+            self.hook.format,
+            Answer {
+                status,
+                retry_after: retry_after.as_deref(),
+                body: &body,
+            },
+            Duration::from_secs(self.cfg.alerts.retry_after_cap_secs),
+        );
+        let error = match (error.is_empty(), judged.note.is_empty()) {
+            (false, _) => error,
+            (true, false) => judged.note.clone(),
+            (true, true) if judged.verdict == Verdict::Delivered => String::new(),
+            (true, true) => String::from_utf8_lossy(&body).chars().take(500).collect(),
+        };
+        (judged, status.unwrap_or(0), error)
+    }
+
+    /// One `alert_deliveries` row per alert of the message.
+    fn record(
+        &self,
+        jobs: &[Job],
+        attempt: u32,
+        outcome: &str,
+        http_status: u16,
+        error: &str,
+        errcode: i64,
+    ) {
+        let at = chrono::Utc::now().timestamp().clamp(0, i64::from(u32::MAX)) as u32;
+        for job in jobs {
             self.metrics.delivery(&self.hook.name, outcome);
             let _ = self.records.send(DeliveryRecord {
                 alert_id: job.alert.alert_id.clone(),
@@ -298,41 +366,82 @@ impl Sender {
                 revocation: u8::from(job.revocation),
                 attempt,
                 outcome: outcome.to_string(),
-                http_status: status.unwrap_or(0),
-                error,
-                attempted_at: (now_millis / 1000) as u32,
-                errcode: judged.errcode,
+                http_status,
+                error: error.to_string(),
+                attempted_at: at,
+                errcode,
             });
-            match verdict {
-                Verdict::Delivered => {
-                    let since = if job.revocation {
-                        job.alert.revoked_at.unwrap_or(job.alert.detected_at)
-                    } else {
-                        job.alert.detected_at
-                    };
-                    if i64::from(since) >= self.started_at {
-                        let seconds = (chrono::Utc::now().timestamp_millis()
-                            - i64::from(since) * 1000) as f64
-                            / 1000.0;
-                        self.metrics.delivery_latency.observe(seconds.max(0.0));
-                    }
-                    return Ended::Delivered;
-                }
-                Verdict::Rejected => {
-                    tracing::warn!(webhook = %self.hook.name, alert = %job.alert.alert_id, status, errcode = judged.errcode, "webhook rejected the alert; not retried");
-                    return Ended::Failed;
-                }
-                Verdict::Retry(_) if last => {
-                    tracing::warn!(webhook = %self.hook.name, alert = %job.alert.alert_id, attempts = attempt, "webhook attempts exhausted; the alert stays due and is tried again after the long backoff");
-                    return Ended::Exhausted;
-                }
-                Verdict::Retry(after) => {
-                    tokio::time::sleep(backoff(attempt, after, rand::random::<f64>())).await;
-                }
-            }
         }
-        Ended::Failed
     }
+
+    /// From the triggering instant (detection or revocation) to a delivered answer.
+    fn observe_latency(&self, job: &Job) {
+        let since = if job.revocation {
+            job.alert.revoked_at.unwrap_or(job.alert.detected_at)
+        } else {
+            job.alert.detected_at
+        };
+        if i64::from(since) >= self.started_at {
+            let seconds =
+                (chrono::Utc::now().timestamp_millis() - i64::from(since) * 1000) as f64 / 1000.0;
+            self.metrics.delivery_latency.observe(seconds.max(0.0));
+        }
+    }
+}
+
+/// The messages sent to a rate-limited webhook in the last minute.
+struct RateWindow {
+    limit: usize,
+    sent: std::collections::VecDeque<tokio::time::Instant>,
+}
+
+impl RateWindow {
+    const SPAN: Duration = Duration::from_secs(60);
+
+    fn new(limit: u32) -> Self {
+        Self {
+            limit: limit as usize,
+            sent: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// Messages that may go out now.
+    fn free(&mut self) -> usize {
+        let now = tokio::time::Instant::now();
+        while self
+            .sent
+            .front()
+            .is_some_and(|&t| now.duration_since(t) >= Self::SPAN)
+        {
+            self.sent.pop_front();
+        }
+        self.limit.saturating_sub(self.sent.len())
+    }
+
+    /// Waits for a free slot and takes it.
+    async fn acquire(&mut self) {
+        while self.free() == 0 {
+            let oldest = *self.sent.front().expect("a full window has entries");
+            tokio::time::sleep_until(oldest + Self::SPAN).await;
+        }
+        self.sent.push_back(tokio::time::Instant::now());
+    }
+}
+
+/// The messages for `due` alerts when `free` slots are left this minute: one each when they
+/// fit, else digests of at most `digest_max`, red ones first.
+fn plan_messages(mut due: Vec<Job>, free: usize, digest_max: usize) -> Vec<Vec<Job>> {
+    if due.len() <= free {
+        return due.into_iter().map(|j| vec![j]).collect();
+    }
+    let level = |j: &Job| crate::core::rules::Level::parse(&j.alert.level);
+    due.sort_by_key(|j| std::cmp::Reverse(level(j)));
+    let mut messages = Vec::new();
+    let mut rest = due.into_iter().peekable();
+    while rest.peek().is_some() {
+        messages.push(rest.by_ref().take(digest_max.max(1)).collect());
+    }
+    messages
 }
 
 /// The webhook client: redirects are not followed (a 3xx is a permanent failure: a redirect
@@ -436,8 +545,32 @@ impl Dispatcher {
     }
 }
 
-/// Takes jobs one by one and runs up to `concurrency` of them at once.
+/// A webhook's worker: without a rate limit, up to `concurrency` single messages at once;
+/// with one, messages one after the other within the limit, as digests when more alerts are
+/// due than it lets through in the next minute.
 async fn run_webhook(
+    sender: Arc<Sender>,
+    jobs: mpsc::Receiver<Job>,
+    done: mpsc::UnboundedSender<Done>,
+) {
+    match sender.hook.rate_limit() {
+        None => run_unlimited(sender, jobs, done).await,
+        Some(limit) => run_limited(sender, jobs, done, limit).await,
+    }
+}
+
+fn report(done: &mpsc::UnboundedSender<Done>, hook: &str, ended: Vec<(Job, Ended)>) {
+    for (job, ended) in ended {
+        let _ = done.send(Done {
+            alert_id: job.alert.alert_id,
+            webhook: hook.to_string(),
+            revocation: job.revocation,
+            ended,
+        });
+    }
+}
+
+async fn run_unlimited(
     sender: Arc<Sender>,
     mut jobs: mpsc::Receiver<Job>,
     done: mpsc::UnboundedSender<Done>,
@@ -449,15 +582,34 @@ async fn run_webhook(
         };
         let (sender, done) = (sender.clone(), done.clone());
         tokio::spawn(async move {
-            let ended = sender.deliver(&job).await;
+            let ended = sender.deliver(vec![job], None).await;
             drop(permit);
-            let _ = done.send(Done {
-                alert_id: job.alert.alert_id,
-                webhook: sender.hook.name.clone(),
-                revocation: job.revocation,
-                ended,
-            });
+            report(&done, &sender.hook.name, ended);
         });
+    }
+}
+
+/// How long a rate-limited worker waits for more alerts after the first of a burst (the
+/// consumer hands over a flush's alerts at once).
+const GATHER: Duration = Duration::from_millis(200);
+
+async fn run_limited(
+    sender: Arc<Sender>,
+    mut jobs: mpsc::Receiver<Job>,
+    done: mpsc::UnboundedSender<Done>,
+    limit: u32,
+) {
+    let mut window = RateWindow::new(limit);
+    while let Some(first) = jobs.recv().await {
+        let mut due = vec![first];
+        tokio::time::sleep(GATHER).await;
+        while let Ok(job) = jobs.try_recv() {
+            due.push(job);
+        }
+        for message in plan_messages(due, window.free(), sender.hook.digest_max) {
+            let ended = sender.deliver(message, Some(&mut window)).await;
+            report(&done, &sender.hook.name, ended);
+        }
     }
 }
 
@@ -717,7 +869,11 @@ impl State {
             Some(t) => (t.raise, t.revoke),
             None => *self.at_rest.get(&rest_key(&key))?,
         };
-        Some(if r.revocation == 1 { phases.1 } else { phases.0 })
+        Some(if r.revocation == 1 {
+            phases.1
+        } else {
+            phases.0
+        })
     }
 
     /// Records that an alert was never delivered within `give_up_hours`.
@@ -813,7 +969,11 @@ pub(crate) async fn send_test(
         revocation: false,
         cancel: Arc::new(AtomicBool::new(false)),
     };
-    let ended = sender.deliver(&job).await;
+    let ended = sender
+        .deliver(vec![job], None)
+        .await
+        .first()
+        .map_or(Ended::Cancelled, |e| e.1);
     drop(sender);
     let mut rows = Vec::new();
     while let Some(r) = records_rx.recv().await {
@@ -960,5 +1120,48 @@ mod tests {
             jobs.try_recv().is_err(),
             "a given-up alert was queued again"
         );
+    }
+
+    fn job(level: &str, id: &str) -> Job {
+        let mut a = alert(0);
+        a.level = level.into();
+        a.alert_id = id.into();
+        Job {
+            alert: a,
+            revocation: false,
+            cancel: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    #[test]
+    fn alerts_go_alone_while_the_rate_allows_and_as_digests_beyond() {
+        let ids = |m: &Vec<Vec<Job>>| -> Vec<Vec<String>> {
+            m.iter()
+                .map(|msg| msg.iter().map(|j| j.alert.alert_id.clone()).collect())
+                .collect()
+        };
+        let due = || vec![job("yellow", "a"), job("red", "b"), job("warning", "c")];
+        assert_eq!(
+            ids(&plan_messages(due(), 3, 20)),
+            vec![vec!["a"], vec!["b"], vec!["c"]]
+        );
+        // Two slots left this minute for three alerts: one digest, red first.
+        assert_eq!(ids(&plan_messages(due(), 2, 20)), vec![vec!["b", "a", "c"]]);
+        assert_eq!(
+            ids(&plan_messages(due(), 0, 2)),
+            vec![vec!["b", "a"], vec!["c"]]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_rate_window_counts_the_last_minute() {
+        let mut w = RateWindow::new(2);
+        assert_eq!(w.free(), 2);
+        w.acquire().await;
+        w.acquire().await;
+        assert_eq!(w.free(), 0);
+        // An entry older than a minute no longer counts.
+        w.sent[0] -= Duration::from_secs(61);
+        assert_eq!(w.free(), 1);
     }
 }

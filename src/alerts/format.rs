@@ -138,6 +138,11 @@ impl Context<'_> {
 
     /// The SPEC's generic JSON body.
     pub(crate) fn generic_body(&self) -> String {
+        self.generic_value().to_string()
+    }
+
+    /// The generic body as a JSON value (a digest is an array of them).
+    fn generic_value(&self) -> serde_json::Value {
         let a = self.alert;
         let ts = |t: Option<u32>| t.map(rfc3339);
         json!({
@@ -160,7 +165,28 @@ impl Context<'_> {
             "calendar_provisional": a.calendar_provisional != 0,
             "message": self.one_line(),
         })
-        .to_string()
+    }
+
+    /// One line of a digest, readable on a phone: kind, window, case, deadline, lateness.
+    fn digest_line(&self) -> String {
+        let a = self.alert;
+        let md = crate::markdown::escape;
+        let revoked = if self.revocation { "【撤销】" } else { "" };
+        let provisional = if a.calendar_provisional != 0 {
+            "（暂定）"
+        } else {
+            ""
+        };
+        let deadline = self
+            .deadline()
+            .map_or("无时限".to_string(), |t| local(t, self.calendar.tz()));
+        format!(
+            "- {revoked}{}｜{}｜办件 {}｜时限 {deadline}{provisional}｜{}",
+            self.kind_name(),
+            md(self.window_name),
+            md(&a.case_id),
+            self.lateness()
+        )
     }
 }
 
@@ -222,6 +248,118 @@ fn percent_encode(s: &str) -> String {
         .collect()
 }
 
+/// A digest: several alerts (raises or revocations) in one POST, grouped by level, red first
+/// (SPEC §4, "Rate and volume"). `generic` sends the array of the single bodies with
+/// `X-Casewatch-Digest: N`; the robots get one Markdown message.
+pub(crate) fn render_digest(
+    format: WebhookFormat,
+    url: &str,
+    secret: &str,
+    ctxs: &[Context<'_>],
+    now_millis: i64,
+) -> Message {
+    let ids: Vec<&str> = ctxs.iter().map(|c| c.alert.alert_id.as_str()).collect();
+    let mut headers = vec![
+        ("Content-Type".to_string(), "application/json".to_string()),
+        ("X-Casewatch-Digest".to_string(), ctxs.len().to_string()),
+        ("X-Casewatch-Alert-Ids".to_string(), ids.join(",")),
+    ];
+    if format == WebhookFormat::Generic {
+        let body =
+            serde_json::Value::Array(ctxs.iter().map(Context::generic_value).collect()).to_string();
+        let timestamp = now_millis.div_euclid(1000).to_string();
+        if !secret.is_empty() {
+            headers.push((
+                "X-Casewatch-Signature".to_string(),
+                format!("sha256={}", generic_signature(secret, &timestamp, &body)),
+            ));
+        }
+        headers.push(("X-Casewatch-Timestamp".to_string(), timestamp));
+        return Message {
+            url: url.to_string(),
+            headers,
+            body,
+        };
+    }
+    let title = format!("告警汇总：{} 条", ctxs.len());
+    robot_message(
+        format,
+        url,
+        secret,
+        now_millis,
+        headers,
+        &title,
+        &digest_markdown(ctxs),
+    )
+}
+
+/// The Markdown of a digest: a count per level, then each level's alerts, red first.
+fn digest_markdown(ctxs: &[Context<'_>]) -> String {
+    let mut levels: Vec<Level> = ctxs.iter().map(Context::level).collect();
+    levels.sort_unstable_by(|a, b| b.cmp(a));
+    levels.dedup();
+    let count = |l: Level| ctxs.iter().filter(|c| c.level() == l).count();
+    let summary: Vec<String> = levels
+        .iter()
+        .map(|&l| format!("{} {}", l.chinese(), count(l)))
+        .collect();
+    let mut lines = vec![format!(
+        "### 告警汇总（{} 条）：{}",
+        ctxs.len(),
+        summary.join(" · ")
+    )];
+    for level in levels {
+        lines.push(format!("#### {}（{}）", level.chinese(), count(level)));
+        lines.extend(
+            ctxs.iter()
+                .filter(|c| c.level() == level)
+                .map(Context::digest_line),
+        );
+    }
+    if ctxs.iter().any(|c| c.alert.calendar_provisional != 0) {
+        lines.push(PROVISIONAL_LINE.to_string());
+    }
+    let ids: Vec<String> = ctxs
+        .iter()
+        .map(|c| crate::markdown::escape(&c.alert.alert_id))
+        .collect();
+    lines.push(format!("\n告警编号 {}", ids.join("、")));
+    lines.join("\n")
+}
+
+/// A DingTalk or WeCom Markdown message (DingTalk signed in the URL when a secret is set).
+fn robot_message(
+    format: WebhookFormat,
+    url: &str,
+    secret: &str,
+    now_millis: i64,
+    headers: Vec<(String, String)>,
+    title: &str,
+    text: &str,
+) -> Message {
+    match format {
+        WebhookFormat::Wecom => Message {
+            url: url.to_string(),
+            headers,
+            body: json!({"msgtype": "markdown", "markdown": {"content": text}}).to_string(),
+        },
+        _ => {
+            let body = json!({"msgtype": "markdown", "markdown": {"title": title, "text": text}})
+                .to_string();
+            let url = if secret.is_empty() {
+                url.to_string()
+            } else {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                format!(
+                    "{url}{sep}timestamp={now_millis}&sign={}",
+                    dingtalk_sign(secret, now_millis)
+                )
+            };
+            Message { url, headers, body }
+        }
+    }
+}
+
 /// The POST of an alert (or its revocation) in a webhook's format.
 pub(crate) fn render(format: WebhookFormat, url: &str, secret: &str, ctx: &Context<'_>) -> Message {
     let a = ctx.alert;
@@ -246,36 +384,14 @@ pub(crate) fn render(format: WebhookFormat, url: &str, secret: &str, ctx: &Conte
                 body,
             }
         }
-        WebhookFormat::Dingtalk => {
-            let title = ctx.one_line();
-            let body = json!({
-                "msgtype": "markdown",
-                "markdown": {"title": title, "text": ctx.markdown()},
-            })
-            .to_string();
-            let url = if secret.is_empty() {
-                url.to_string()
-            } else {
-                let sep = if url.contains('?') { '&' } else { '?' };
-                format!(
-                    "{url}{sep}timestamp={}&sign={}",
-                    ctx.now_millis,
-                    dingtalk_sign(secret, ctx.now_millis)
-                )
-            };
-            Message { url, headers, body }
-        }
-        WebhookFormat::Wecom => {
-            let body = json!({
-                "msgtype": "markdown",
-                "markdown": {"content": ctx.markdown()},
-            })
-            .to_string();
-            Message {
-                url: url.to_string(),
-                headers,
-                body,
-            }
-        }
+        WebhookFormat::Dingtalk | WebhookFormat::Wecom => robot_message(
+            format,
+            url,
+            secret,
+            ctx.now_millis,
+            headers,
+            &ctx.one_line(),
+            &ctx.markdown(),
+        ),
     }
 }

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use super::deliver::{backoff, classify, Answer, Judged, Verdict};
-use super::format::{dingtalk_sign, generic_signature, render, Context, PROVISIONAL_LINE};
+use super::format::{
+    dingtalk_sign, generic_signature, render, render_digest, Context, PROVISIONAL_LINE,
+};
 use super::route;
 use crate::config::{AlertsConfig, RouteConfig, WebhookFormat};
 use crate::core::calendar::{HolidayTable, WorkCalendar};
@@ -368,4 +370,75 @@ fn names_with_markdown_control_characters_render_as_text() {
         text.contains(r"- 事项：W01-001 \*\*加急\*\* \[点此\](http://evil.example)"),
         "{text}"
     );
+}
+
+#[test]
+fn digests_list_every_alert_by_level_red_first() {
+    let cal = calendar();
+    let mut alerts = vec![
+        alert("warning", "deadline_warning", "W01"),
+        alert("red", "legal_overdue", "W01"),
+        alert("yellow", "overdue", "W02"),
+        alert("red", "overcharge", "W01"),
+    ];
+    for (i, a) in alerts.iter_mut().enumerate() {
+        a.alert_id = format!("id{i}");
+        a.case_id = format!("C-{i}");
+    }
+    let ctxs: Vec<Context<'_>> = alerts.iter().map(|a| ctx(a, &cal, false)).collect();
+    let m = render_digest(
+        WebhookFormat::Dingtalk,
+        "http://h/d",
+        "",
+        &ctxs,
+        1_715_907_600_000,
+    );
+    let body: serde_json::Value = serde_json::from_str(&m.body).unwrap();
+    assert_eq!(body["markdown"]["title"], "告警汇总：4 条");
+    let text = body["markdown"]["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("### 告警汇总（4 条）：红牌 2 · 黄牌 1 · 预警 1\n#### 红牌（2）\n"),
+        "{text}"
+    );
+    let (red, yellow, warning) = (
+        text.find("#### 红牌").unwrap(),
+        text.find("#### 黄牌").unwrap(),
+        text.find("#### 预警").unwrap(),
+    );
+    assert!(red < yellow && yellow < warning, "{text}");
+    assert!(
+        text.contains(
+            "- 超法定时限｜公安窗口｜办件 C-1｜时限 2024-05-15 09:00｜已超期 2.00 个工作日"
+        ),
+        "{text}"
+    );
+    assert!(text.ends_with("告警编号 id0、id1、id2、id3"), "{text}");
+    let header = |m: &crate::alerts::format::Message, k: &str| {
+        m.headers
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(header(&m, "X-Casewatch-Digest").as_deref(), Some("4"));
+
+    // The generic digest: the array of the single bodies, signed as one body.
+    let g = render_digest(
+        WebhookFormat::Generic,
+        "http://h/g",
+        "s3cret",
+        &ctxs,
+        1_715_907_600_000,
+    );
+    let array: Vec<serde_json::Value> = serde_json::from_str(&g.body).unwrap();
+    assert_eq!(array.len(), 4);
+    assert_eq!(array[1]["alert_id"], "id1");
+    assert_eq!(array[1]["kind"], "legal_overdue");
+    assert_eq!(
+        header(&g, "X-Casewatch-Signature"),
+        Some(format!(
+            "sha256={}",
+            generic_signature("s3cret", "1715907600", &g.body)
+        ))
+    );
+    assert_eq!(header(&g, "X-Casewatch-Digest").as_deref(), Some("4"));
 }

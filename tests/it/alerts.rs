@@ -724,3 +724,180 @@ async fn an_alert_never_delivered_is_given_up_after_give_up_hours() {
     );
     child.kill();
 }
+
+/// `scripts/robot-sim` on a free port (killed when dropped); its log is read back as JSON.
+struct RobotSim {
+    child: std::process::Child,
+    url: String,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl RobotSim {
+    async fn start(format: &str, limit: u32, secret: &str, keyword: &str) -> RobotSim {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("robot.jsonl");
+        let port = free_port();
+        let child =
+            std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/robot-sim"))
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--format",
+                    format,
+                    "--limit",
+                    &limit.to_string(),
+                ])
+                .args([
+                    "--secret-env",
+                    "ROBOT_SIM_SECRET",
+                    "--keyword",
+                    keyword,
+                    "--quiet",
+                    "--log",
+                ])
+                .arg(&log)
+                .env("ROBOT_SIM_SECRET", secret)
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("python3 runs scripts/robot-sim");
+        let limit_at = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < limit_at,
+                "robot-sim did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        RobotSim {
+            child,
+            url: format!("http://127.0.0.1:{port}/robot/send?access_token=test"),
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// Every request: (seconds, errcode, alert ids).
+    fn requests(&self) -> Vec<(f64, i64, Vec<String>)> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let ids = v["ids"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| i.as_str().unwrap().to_string())
+                    .collect();
+                (
+                    v["at"].as_f64().unwrap(),
+                    v["errcode"].as_i64().unwrap(),
+                    ids,
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for RobotSim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_300_cards_reaches_a_20_a_minute_robot_in_digests() {
+    let db = TestDb::new().await;
+    let topics = TestTopics::new(1, 1).await;
+    let topic = topics.name(0).to_string();
+    run_ok(casewatch(&db).arg("migrate"));
+    let robot = RobotSim::start("dingtalk", 20, "SECrobot", "告警").await;
+    produce(&db, &topic, &overcharged_cases("BURST", 300)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        &[hook(
+            "robot",
+            &robot.url,
+            "dingtalk",
+            "secret_env = \"CASEWATCH_ROBOT_SECRET\"",
+        )],
+        &["webhooks = [\"robot\"]"],
+    );
+    let mut child = spawn(
+        service(&db, &topic)
+            .env("CASEWATCH_ROBOT_SECRET", "SECrobot")
+            .arg("--config")
+            .arg(&cfg)
+            .arg("run"),
+    );
+    let expected: BTreeSet<String> = {
+        let limit = std::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let ids: Vec<String> = db
+                .client()
+                .query("SELECT alert_id FROM alerts FINAL")
+                .fetch_all()
+                .await
+                .unwrap();
+            if ids.len() == 300 {
+                break ids.into_iter().collect();
+            }
+            assert!(std::time::Instant::now() < limit, "{} alerts", ids.len());
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    };
+    let limit = std::time::Instant::now() + Duration::from_secs(150);
+    let shown = loop {
+        let shown: BTreeSet<String> = robot
+            .requests()
+            .into_iter()
+            .filter(|r| r.1 == 0)
+            .flat_map(|r| r.2)
+            .collect();
+        if shown == expected {
+            break shown;
+        }
+        assert!(
+            std::time::Instant::now() < limit,
+            "{} of 300 cards shown",
+            shown.len()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(shown.len(), 300);
+    let requests = robot.requests();
+    assert!(
+        requests.iter().all(|r| r.1 != 310_000),
+        "signature and keyword accepted"
+    );
+    assert!(requests.iter().any(|r| r.2.len() > 1), "digests were sent");
+    assert!(
+        requests.len() <= 30,
+        "{} messages for 300 cards",
+        requests.len()
+    );
+    // Never more than 20 messages in any minute.
+    for (i, r) in requests.iter().enumerate() {
+        let in_minute = requests[i..].iter().filter(|s| s.0 - r.0 < 60.0).count();
+        assert!(in_minute <= 20, "{in_minute} messages within a minute");
+    }
+    // Each card delivered once on record, only where the robot said errcode 0.
+    let records: Vec<(String, String, i64)> = db
+        .client()
+        .query("SELECT alert_id, outcome, errcode FROM alert_deliveries WHERE webhook = 'robot'")
+        .fetch_all()
+        .await
+        .unwrap();
+    let delivered: Vec<&(String, String, i64)> =
+        records.iter().filter(|r| r.1 == "delivered").collect();
+    assert_eq!(delivered.len(), 300);
+    assert!(delivered.iter().all(|r| r.2 == 0));
+    assert!(records
+        .iter()
+        .filter(|r| r.2 == 130_101)
+        .all(|r| r.1 != "delivered"));
+    child.kill();
+}
