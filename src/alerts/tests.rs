@@ -375,7 +375,7 @@ fn names_with_markdown_control_characters_render_as_text() {
 #[test]
 fn digests_list_every_alert_by_level_red_first() {
     let cal = calendar();
-    let mut alerts = vec![
+    let mut alerts = [
         alert("warning", "deadline_warning", "W01"),
         alert("red", "legal_overdue", "W01"),
         alert("yellow", "overdue", "W02"),
