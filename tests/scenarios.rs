@@ -1006,3 +1006,41 @@ fn touched_rows_are_emitted_again_and_holds_answers_at_engine_time() {
     assert_eq!(changes.window_daily.len(), 1, "the touched key, with zeros");
     assert!(changes.window_daily[0].1.iter().all(|&v| v == 0));
 }
+
+#[test]
+fn a_card_raised_again_after_its_revocation_is_a_new_round() {
+    let mut s = Scenario::new();
+    s.accept("c", at(MON), 7); // deadline Wed 2018-10-24 10:00
+    s.engine.advance_to(at("2018-10-25T10:00:00+08:00"));
+    let overdue = |changes: &casewatch::core::engine::Changes| {
+        changes
+            .anomalies
+            .iter()
+            .filter(|a| a.change.kind == AnomalyKind::Overdue)
+            .map(|a| (a.change.round, a.change.revoked_at.is_some()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(overdue(&s.engine.take_changes()), vec![(1, false)]);
+    // A late pause from before the deadline: the clock stopped, the card is revoked …
+    s.event(
+        "c",
+        "paused",
+        at("2018-10-16T10:00:00+08:00"),
+        "department",
+        json!({"reason": "supplement"}),
+    );
+    assert_eq!(overdue(&s.engine.take_changes()), vec![(1, true)]);
+    // … the resumption a day later moves the deadline to Thu 25 10:00, and once engine time
+    // passes it the card is raised again: round 2.
+    s.event(
+        "c",
+        "resumed",
+        at("2018-10-17T10:00:00+08:00"),
+        "department",
+        json!({"reason": "supplement"}),
+    );
+    s.engine.advance_to(at("2018-10-26T10:00:00+08:00"));
+    let changes = s.engine.take_changes();
+    assert_eq!(overdue(&changes), vec![(2, false)]);
+    assert_eq!(changes.cases[0].rounds[AnomalyKind::Overdue as usize], 2);
+}

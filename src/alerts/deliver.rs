@@ -159,6 +159,8 @@ pub(crate) struct DeliveryRecord {
     pub(crate) attempted_at: u32,
     /// The robot's `errcode` (0: none, or not a robot).
     pub(crate) errcode: i64,
+    /// The alert's round (SPEC §4).
+    pub(crate) round: u32,
 }
 
 /// One message to send.
@@ -183,6 +185,7 @@ enum Ended {
 struct Done {
     alert_id: String,
     webhook: String,
+    round: u32,
     revocation: bool,
     ended: Ended,
 }
@@ -198,12 +201,28 @@ enum Phase {
     Exhausted,
 }
 
-/// Delivery state of one (alert, webhook).
+/// Delivery state of one (alert, webhook): the round being delivered and its two messages.
 struct Track {
+    /// The newest row of the alert (its round may be ahead of `round`).
     alert: AlertRecord,
+    round: u32,
     raise: Phase,
     revoke: Phase,
     cancel: Arc<AtomicBool>,
+}
+
+impl Track {
+    /// A later round starts once nothing of the current one is in flight: its raise is sent
+    /// after the current round's revocation (SPEC §4, "Rounds").
+    fn advance_round(&mut self) {
+        let busy = self.raise == Phase::InFlight || self.revoke == Phase::InFlight;
+        if self.alert.round > self.round && !busy {
+            self.round = self.alert.round;
+            self.raise = Phase::None;
+            self.revoke = Phase::None;
+            self.cancel = Arc::new(AtomicBool::new(false));
+        }
+    }
 }
 
 enum Input {
@@ -370,6 +389,7 @@ impl Sender {
                 error: error.to_string(),
                 attempted_at: at,
                 errcode,
+                round: job.alert.round,
             });
         }
     }
@@ -564,6 +584,7 @@ fn report(done: &mpsc::UnboundedSender<Done>, hook: &str, ended: Vec<(Job, Ended
         let _ = done.send(Done {
             alert_id: job.alert.alert_id,
             webhook: hook.to_string(),
+            round: job.alert.round,
             revocation: job.revocation,
             ended,
         });
@@ -627,11 +648,15 @@ async fn write_records(writer: ClickhouseWriter, mut rx: mpsc::UnboundedReceiver
     }
 }
 
-/// What `alert_deliveries` says of one (alert, webhook, revocation).
+/// What `alert_deliveries` says: (alert, webhook, round, revocation) → phase.
+type Known = HashMap<(String, String, u32, u8), Phase>;
+
+/// What `alert_deliveries` says of one (alert, webhook, round, revocation).
 #[derive(Debug, Row, Deserialize)]
 struct Recorded {
     alert_id: String,
     webhook: String,
+    round: u32,
     revocation: u8,
     delivered: u8,
     failed: u8,
@@ -648,9 +673,9 @@ struct State {
     queues: HashMap<String, mpsc::Sender<Job>>,
     /// Tracks with a job queued or running, with their alert rows.
     tracks: HashMap<(String, String), Track>,
-    /// Outcomes of tracks with nothing in flight, by [`rest_key`]: 8 bytes of key and 2 of
-    /// phases instead of a whole alert row, so months of alerts do not pile up in memory.
-    at_rest: HashMap<u64, (Phase, Phase)>,
+    /// Outcomes of tracks with nothing in flight, by [`rest_key`]: 8 bytes of key, the round
+    /// and 2 of phases instead of a whole alert row, so months of alerts do not pile up.
+    at_rest: HashMap<u64, (u32, Phase, Phase)>,
     busy: Arc<AtomicUsize>,
 }
 
@@ -697,11 +722,7 @@ impl State {
     }
 
     /// A new state of an alert (`known`: final outcomes already recorded, from a scan).
-    fn update(
-        &mut self,
-        alert: &AlertRecord,
-        known: Option<&HashMap<(String, String, u8), Phase>>,
-    ) {
+    fn update(&mut self, alert: &AlertRecord, known: Option<&Known>) {
         let hooks: Vec<String> = super::route(&self.cfg.alerts, alert)
             .into_iter()
             .map(str::to_string)
@@ -710,31 +731,37 @@ impl State {
             let key = (alert.alert_id.clone(), hook.clone());
             let at_rest = &mut self.at_rest;
             let track = self.tracks.entry(key.clone()).or_insert_with(|| {
-                let (raise, revoke) = at_rest
-                    .remove(&rest_key(&key))
-                    .unwrap_or((Phase::None, Phase::None));
+                let (round, raise, revoke) = at_rest.remove(&rest_key(&key)).unwrap_or((
+                    alert.round,
+                    Phase::None,
+                    Phase::None,
+                ));
                 Track {
                     alert: alert.clone(),
+                    round,
                     raise,
                     revoke,
                     cancel: Arc::new(AtomicBool::new(false)),
                 }
             });
+            if alert.round >= track.alert.round {
+                track.alert = alert.clone();
+            }
+            track.advance_round();
             // Recorded outcomes win over what this process believes is still to do (and
             // decide when an exhausted alert is due again).
             if let Some(known) = known {
+                let round = track.round;
                 for (revocation, phase) in [(0u8, &mut track.raise), (1u8, &mut track.revoke)] {
                     if matches!(*phase, Phase::None | Phase::Exhausted) {
-                        if let Some(p) =
-                            known.get(&(alert.alert_id.clone(), hook.clone(), revocation))
-                        {
+                        let k = (alert.alert_id.clone(), hook.clone(), round, revocation);
+                        if let Some(p) = known.get(&k) {
                             *phase = *p;
                         }
                     }
                 }
             }
-            track.alert = alert.clone();
-            if alert.revoked == 1 {
+            if track.alert.revoked == 1 && track.alert.round == track.round {
                 track.cancel.store(true, Ordering::Relaxed);
             }
             self.step(&key);
@@ -751,9 +778,9 @@ impl State {
         if track.raise == Phase::InFlight || track.revoke == Phase::InFlight {
             return;
         }
-        let phases = (track.raise, track.revoke);
+        let phases = (track.round, track.raise, track.revoke);
         self.tracks.remove(key);
-        if phases != (Phase::None, Phase::None) {
+        if (phases.1, phases.2) != (Phase::None, Phase::None) {
             self.at_rest.insert(rest_key(key), phases);
         }
     }
@@ -763,6 +790,9 @@ impl State {
         let Some(track) = self.tracks.get_mut(key) else {
             return;
         };
+        if track.alert.round != track.round {
+            return; // a later round waits for the current one's message in flight
+        }
         let revoked = track.alert.revoked == 1;
         let revocation = if !revoked && track.raise == Phase::None {
             false
@@ -797,7 +827,7 @@ impl State {
 
     fn ended(&mut self, d: Done) {
         let key = (d.alert_id, d.webhook);
-        if let Some(track) = self.tracks.get_mut(&key) {
+        if let Some(track) = self.tracks.get_mut(&key).filter(|t| t.round == d.round) {
             let phase = match d.ended {
                 Ended::Delivered => Phase::Delivered,
                 Ended::Failed => Phase::Failed,
@@ -809,6 +839,7 @@ impl State {
             } else {
                 track.raise = phase;
             }
+            track.advance_round();
         }
         self.step(&key);
         self.settle(&key);
@@ -822,17 +853,17 @@ impl State {
         &mut self,
         topic: &str,
         partition: u32,
-    ) -> Result<HashMap<(String, String, u8), Phase>, ::clickhouse::error::Error> {
+    ) -> Result<Known, ::clickhouse::error::Error> {
         let rows: Vec<Recorded> = self
             .client
             .query(
-                "SELECT alert_id, webhook, revocation, max(outcome = 'delivered') AS delivered, \
+                "SELECT alert_id, webhook, round, revocation, max(outcome = 'delivered') AS delivered, \
                  max(outcome IN ('rejected', 'given_up')) AS failed, \
                  maxIf(attempted_at, outcome = 'exhausted') AS exhausted_at, \
                  min(attempted_at) AS first_at FROM alert_deliveries \
                  WHERE outcome != 'retry' AND alert_id IN \
                  (SELECT alert_id FROM alerts WHERE topic = ? AND partition = ?) \
-                 GROUP BY alert_id, webhook, revocation",
+                 GROUP BY alert_id, webhook, round, revocation",
             )
             .bind(topic)
             .bind(partition)
@@ -857,7 +888,7 @@ impl State {
             } else {
                 Phase::Exhausted
             };
-            known.insert((r.alert_id, r.webhook, r.revocation), phase);
+            known.insert((r.alert_id, r.webhook, r.round, r.revocation), phase);
         }
         Ok(known)
     }
@@ -865,15 +896,11 @@ impl State {
     /// What this process knows of an (alert, webhook, revocation).
     fn known_phase(&self, r: &Recorded) -> Option<Phase> {
         let key = (r.alert_id.clone(), r.webhook.clone());
-        let phases = match self.tracks.get(&key) {
-            Some(t) => (t.raise, t.revoke),
+        let (round, raise, revoke) = match self.tracks.get(&key) {
+            Some(t) => (t.round, t.raise, t.revoke),
             None => *self.at_rest.get(&rest_key(&key))?,
         };
-        Some(if r.revocation == 1 {
-            phases.1
-        } else {
-            phases.0
-        })
+        (round == r.round).then_some(if r.revocation == 1 { revoke } else { raise })
     }
 
     /// Records that an alert was never delivered within `give_up_hours`.
@@ -893,6 +920,7 @@ impl State {
             ),
             attempted_at: now.clamp(0, i64::from(u32::MAX)) as u32,
             errcode: 0,
+            round: r.round,
         });
     }
 
@@ -953,6 +981,7 @@ pub(crate) async fn send_test(
         partition: 0,
         version: 0,
         calendar_provisional: 0,
+        round: 1,
     };
     let (records_tx, mut records_rx) = mpsc::unbounded_channel();
     let sender = Sender {
@@ -1013,6 +1042,7 @@ mod tests {
         Done {
             alert_id: "00000000deadbeef".into(),
             webhook: "chief".into(),
+            round: 1,
             revocation,
             ended: Ended::Delivered,
         }
@@ -1063,7 +1093,7 @@ mod tests {
         assert_eq!((state.tracks.len(), state.at_rest.len()), (0, 1));
         assert_eq!(
             state.at_rest.values().next(),
-            Some(&(Phase::Delivered, Phase::Delivered))
+            Some(&(1, Phase::Delivered, Phase::Delivered))
         );
     }
 
@@ -1096,7 +1126,12 @@ mod tests {
             ended: Ended::Exhausted,
             ..done(false)
         });
-        let key = ("00000000deadbeef".to_string(), "chief".to_string(), 0u8);
+        let key = (
+            "00000000deadbeef".to_string(),
+            "chief".to_string(),
+            1u32,
+            0u8,
+        );
         // The scan says: still within the long backoff.
         state.update(
             &alert(0),
@@ -1163,5 +1198,60 @@ mod tests {
         // An entry older than a minute no longer counts.
         w.sent[0] -= Duration::from_secs(61);
         assert_eq!(w.free(), 1);
+    }
+
+    /// Raise, revoke, raise again: the second round's raise is sent after the first round's
+    /// revocation, so the receiver's last message says the alert holds.
+    #[test]
+    fn a_raise_after_a_delivered_revocation_is_a_new_round() {
+        let mut cfg = Config::load(None, &HashMap::new()).unwrap();
+        cfg.alerts.routes = vec![RouteConfig {
+            levels: vec![],
+            kinds: vec![],
+            centers: vec![],
+            windows: vec![],
+            webhooks: vec!["chief".into()],
+        }];
+        let (tx, mut jobs) = mpsc::channel::<Job>(8);
+        let mut state = State {
+            cfg: Arc::new(cfg),
+            client: ::clickhouse::Client::default(),
+            metrics: Arc::new(Metrics::default()),
+            records: mpsc::unbounded_channel().0,
+            queues: HashMap::from([("chief".to_string(), tx)]),
+            tracks: HashMap::new(),
+            at_rest: HashMap::new(),
+            busy: Arc::new(AtomicUsize::new(0)),
+        };
+        let round = |round: u32, revoked: u8| AlertRecord {
+            round,
+            ..alert(revoked)
+        };
+        state.update(&round(1, 0), None);
+        assert!(!jobs.try_recv().unwrap().revocation);
+        state.ended(done(false));
+        state.update(&round(1, 1), None);
+        let revocation = jobs.try_recv().unwrap();
+        assert!(revocation.revocation);
+        // Raised again while the revocation is still in flight: the raise waits for it.
+        state.update(&round(2, 0), None);
+        assert!(
+            jobs.try_recv().is_err(),
+            "round 2 sent before round 1's revocation"
+        );
+        state.ended(done(true));
+        let raise = jobs.try_recv().unwrap();
+        assert_eq!((raise.revocation, raise.alert.round), (false, 2));
+        state.ended(Done {
+            round: 2,
+            ..done(false)
+        });
+        assert_eq!(
+            state.at_rest.values().next(),
+            Some(&(2, Phase::Delivered, Phase::None))
+        );
+        // A late copy of round 1's row changes nothing.
+        state.update(&round(1, 1), None);
+        assert!(jobs.try_recv().is_err());
     }
 }

@@ -33,6 +33,7 @@ pub(super) fn alert(level: &str, kind: &str, window: &str) -> AlertRecord {
         partition: 0,
         version: 1,
         calendar_provisional: 0,
+        round: 1,
     }
 }
 

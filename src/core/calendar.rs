@@ -240,6 +240,9 @@ pub struct WorkCalendar {
     clock: LocalClock,
     /// The years with holiday data, ascending.
     covered: Vec<i32>,
+    /// When they are one run of years: its first and end instants (UTC), so a span inside it
+    /// is known to be covered without converting to local days.
+    covered_run: Option<(Instant, Instant)>,
     /// `uncovered[i]`: days of years without data in `[TABLE_FIRST_DAY, TABLE_FIRST_DAY + i)`.
     uncovered: Vec<i32>,
     /// `cum[i]`: working days in `[TABLE_FIRST_DAY, TABLE_FIRST_DAY + i)`; one longer than the table.
@@ -288,9 +291,20 @@ impl WorkCalendar {
             count += i32::from(w);
             cum.push(count);
         }
+        let clock = LocalClock::new(tz);
+        let covered_run = match (covered.first(), covered.last()) {
+            (Some(&first), Some(&last)) if (last - first + 1) as usize == covered.len() => {
+                let start = |year: i32| {
+                    NaiveDate::from_ymd_opt(year, 1, 1).map(|d| clock.to_utc(day_number(d) * DAY))
+                };
+                start(first).zip(start(last + 1))
+            }
+            _ => None,
+        };
         Self {
-            clock: LocalClock::new(tz),
+            clock,
             covered,
+            covered_run,
             uncovered,
             cum,
             nth,
@@ -316,6 +330,11 @@ impl WorkCalendar {
     /// one of `b` (inclusive): the year a working-time computation over `[a, b]` had to guess
     /// as Monday–Friday. `None` when every day of the span is covered.
     pub fn first_uncovered_year(&self, a: Instant, b: Instant) -> Option<i32> {
+        if let Some((start, end)) = self.covered_run {
+            if a.min(b) >= start && a.max(b) < end {
+                return None;
+            }
+        }
         let (da, db) = (self.local_day(a.min(b)), self.local_day(a.max(b)));
         let index = |day: i64| (day - TABLE_FIRST_DAY).clamp(0, TABLE_DAYS) as usize;
         let outside = da < TABLE_FIRST_DAY || db >= TABLE_FIRST_DAY + TABLE_DAYS;

@@ -161,6 +161,9 @@ pub(crate) struct Rare {
     pub(crate) extension_days: u32,
     pub(crate) backfilled_at: At,
     pub(crate) overcharge_at: At,
+    /// Revocations per anomaly kind so far: the round of a raise is this plus one (SPEC §4,
+    /// "Rounds").
+    pub(crate) revocations: [u16; AnomalyKind::COUNT],
 }
 
 /// The rare part of a case that has none of it.
@@ -170,6 +173,7 @@ static NO_RARE: Rare = Rare {
     extension_days: 0,
     backfilled_at: At::NONE,
     overcharge_at: At::NONE,
+    revocations: [0; AnomalyKind::COUNT],
 };
 
 impl Rare {
@@ -311,6 +315,17 @@ impl CaseState {
     /// The rare part, created when a field of it is about to be set.
     fn rare_mut(&mut self) -> &mut Rare {
         self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// The round of the anomaly of `kind`: 1, plus one for each revocation so far.
+    pub(crate) fn round(&self, kind: AnomalyKind) -> u32 {
+        u32::from(self.rare().revocations[kind as usize]) + 1
+    }
+
+    /// Counts a revocation of the anomaly of `kind` (its next raise is a new round).
+    pub(crate) fn count_revocation(&mut self, kind: AnomalyKind) {
+        let n = &mut self.rare_mut().revocations[kind as usize];
+        *n = n.saturating_add(1);
     }
 
     /// Sets the rare part, keeping it absent when it is empty.

@@ -66,7 +66,10 @@ pub enum AnomalyKind {
 
 impl AnomalyKind {
     /// Every kind, index = `kind as usize`.
-    pub const ALL: [AnomalyKind; 9] = [
+    /// Number of kinds.
+    pub const COUNT: usize = 9;
+
+    pub const ALL: [AnomalyKind; Self::COUNT] = [
         AnomalyKind::DeadlineWarning,
         AnomalyKind::Overdue,
         AnomalyKind::LegalOverdue,

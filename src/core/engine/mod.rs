@@ -56,6 +56,8 @@ pub struct AnomalyChange {
     pub detected_at: Instant,
     /// `None` while it holds; engine time of the revocation when a late event disproved it.
     pub revoked_at: Option<Instant>,
+    /// 1, plus one for each earlier revocation of this case's anomaly of this kind.
+    pub round: u32,
 }
 
 /// Identifies a case slot inside an engine (valid until the case is evicted).
@@ -521,6 +523,7 @@ impl Engine {
                 continue;
             }
             let level = self.rules.level(kind);
+            let round = self.slots[i as usize].state.round(kind);
             let change = match (o, n) {
                 (_, Some(at)) => AnomalyChange {
                     case: CaseRef(i),
@@ -528,14 +531,19 @@ impl Engine {
                     level,
                     detected_at: at,
                     revoked_at: None,
+                    round,
                 },
-                (Some(at), None) => AnomalyChange {
-                    case: CaseRef(i),
-                    kind,
-                    level,
-                    detected_at: at,
-                    revoked_at: Some(self.now),
-                },
+                (Some(at), None) => {
+                    self.slots[i as usize].state.count_revocation(kind);
+                    AnomalyChange {
+                        case: CaseRef(i),
+                        kind,
+                        level,
+                        detected_at: at,
+                        revoked_at: Some(self.now),
+                        round,
+                    }
+                }
                 (None, None) => continue,
             };
             self.anomaly_changes.push(change);
@@ -646,6 +654,7 @@ impl Engine {
             facts,
             item_name,
             events: slot.events,
+            rounds: AnomalyKind::ALL.map(|k| slot.state.round(k)),
         }
     }
 
@@ -827,6 +836,8 @@ pub struct CaseRow {
     pub item_name: Sym,
     /// Events applied to the case.
     pub events: u32,
+    /// The current round of each anomaly kind (1 + its revocations so far).
+    pub rounds: [u32; AnomalyKind::COUNT],
 }
 
 /// An anomaly change together with the case it belongs to.

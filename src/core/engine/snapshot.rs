@@ -40,6 +40,9 @@ pub struct CaseSnapshot {
     pub(crate) backfilled_at: Option<i64>,
     #[serde(default)]
     pub(crate) overcharge_at: Option<i64>,
+    /// Revocations per anomaly kind (the rounds of SPEC §4).
+    #[serde(default)]
+    pub(crate) revocations: [u16; crate::core::rules::AnomalyKind::COUNT],
     /// (value, is_default, at).
     #[serde(default)]
     pub(crate) rating: Option<(u8, bool, i64)>,
@@ -120,6 +123,7 @@ impl CaseSnapshot {
             extension_days: s.rare().extension_days,
             backfilled_at: s.rare().backfilled_at.get(),
             overcharge_at: s.rare().overcharge_at.get(),
+            revocations: s.rare().revocations,
             rating: s.rating.map(|r| (r.value, r.is_default, r.at)),
             event_ids: s.event_ids.to_vec(),
         }
@@ -197,6 +201,7 @@ impl CaseSnapshot {
             extension_days: self.extension_days,
             backfilled_at: at(self.backfilled_at),
             overcharge_at: at(self.overcharge_at),
+            revocations: self.revocations,
         });
         state
     }

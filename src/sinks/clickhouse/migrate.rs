@@ -4,7 +4,7 @@
 use ::clickhouse::Client;
 
 /// The migrations, embedded: (version, name, SQL).
-pub(crate) const MIGRATIONS: [(u32, &str, &str); 4] = [
+pub(crate) const MIGRATIONS: [(u32, &str, &str); 5] = [
     (
         1,
         "tables",
@@ -24,6 +24,11 @@ pub(crate) const MIGRATIONS: [(u32, &str, &str); 4] = [
         4,
         "delivery_codes",
         include_str!("../../../schemas/clickhouse/0004_delivery_codes.sql"),
+    ),
+    (
+        5,
+        "rounds",
+        include_str!("../../../schemas/clickhouse/0005_rounds.sql"),
     ),
 ];
 

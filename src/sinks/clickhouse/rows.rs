@@ -212,6 +212,8 @@ pub(crate) struct AnomalyRecord {
     pub(crate) topic: String,
     pub(crate) partition: u32,
     pub(crate) version: u64,
+    /// 1, plus one for each earlier revocation of this (case, kind).
+    pub(crate) round: u32,
 }
 
 /// `alerts`: the outbox of webhook delivery.
@@ -237,6 +239,8 @@ pub(crate) struct AlertRecord {
     pub(crate) version: u64,
     /// 1 when the case's deadlines were guessed for a year without holiday data (SPEC §2).
     pub(crate) calendar_provisional: u8,
+    /// 1, plus one for each earlier revocation: every round's raise is delivered.
+    pub(crate) round: u32,
 }
 
 /// The `anomalies` and `alerts` rows of an anomaly change.
@@ -266,6 +270,7 @@ pub(crate) fn anomaly_records(
             topic: origin.topic.clone(),
             partition: origin.partition,
             version: 0,
+            round: a.change.round,
         },
         AlertRecord {
             alert_id: id,
@@ -287,6 +292,7 @@ pub(crate) fn anomaly_records(
             partition: origin.partition,
             version: 0,
             calendar_provisional: u8::from(f.provisional_year.is_some()),
+            round: a.change.round,
         },
     )
 }
@@ -421,6 +427,7 @@ impl Batch {
                     level: rules.level(kind),
                     detected_at,
                     revoked_at: None,
+                    round: row.rounds[kind as usize],
                 };
                 let (anomaly, _) = anomaly_records(
                     &AnomalyRow {
