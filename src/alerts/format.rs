@@ -128,6 +128,12 @@ impl Context<'_> {
         if let Some(at) = a.revoked_at.filter(|_| self.revocation) {
             lines.push(format!("- 撤销时间：{}", local(at)));
         }
+        if a.round > 1 {
+            lines.push(format!(
+                "- 轮次：第 {} 轮（此前的提醒已撤销，现再次成立）",
+                a.round
+            ));
+        }
         if a.calendar_provisional != 0 {
             lines.push(PROVISIONAL_LINE.to_string());
         }
@@ -163,6 +169,7 @@ impl Context<'_> {
             "revoked_at": ts(a.revoked_at),
             "working_days_remaining": self.working_days_remaining(),
             "calendar_provisional": a.calendar_provisional != 0,
+            "round": a.round,
             "message": self.one_line(),
         })
     }

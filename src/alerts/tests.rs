@@ -236,7 +236,7 @@ fn generic_body_headers_and_signature() {
             "department": "县公安局", "item_code": "W01-001", "item_name": "户籍迁入",
             "accepted_at": "2024-05-06T01:00:00Z", "promised_deadline": "2024-05-15T01:00:00Z",
             "legal_deadline": null, "detected_at": "2024-05-15T01:00:00Z", "revoked_at": null,
-            "working_days_remaining": -2.0, "calendar_provisional": false,
+            "working_days_remaining": -2.0, "calendar_provisional": false, "round": 1,
             "message": "黄牌：公安窗口 办件 C001-2024-0001（W01-001 户籍迁入）超期办件"
         })
     );
@@ -442,4 +442,33 @@ fn digests_list_every_alert_by_level_red_first() {
         ))
     );
     assert_eq!(header(&g, "X-Casewatch-Digest").as_deref(), Some("4"));
+}
+
+#[test]
+fn a_later_round_says_so_on_the_phone() {
+    let cal = calendar();
+    let mut a = alert("yellow", "overdue", "W01");
+    a.round = 2;
+    let m = render(
+        WebhookFormat::Wecom,
+        "http://h/w",
+        "",
+        &ctx(&a, &cal, false),
+    );
+    let body: serde_json::Value = serde_json::from_str(&m.body).unwrap();
+    let text = body["markdown"]["content"].as_str().unwrap();
+    assert!(
+        text.contains("- 轮次：第 2 轮（此前的提醒已撤销，现再次成立）"),
+        "{text}"
+    );
+    let g = render(
+        WebhookFormat::Generic,
+        "http://h/g",
+        "",
+        &ctx(&a, &cal, false),
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&g.body).unwrap()["round"],
+        2
+    );
 }

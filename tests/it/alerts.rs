@@ -901,3 +901,135 @@ async fn a_burst_of_300_cards_reaches_a_20_a_minute_robot_in_digests() {
         .all(|r| r.1 != "delivered"));
     child.kill();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raised_revoked_and_raised_again_the_last_message_says_it_holds() {
+    let db = TestDb::new().await;
+    let topics = TestTopics::new(1, 1).await;
+    let topic = topics.name(0).to_string();
+    run_ok(casewatch(&db).arg("migrate"));
+    let receiver = Receiver::start(vec![], ok()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        &[hook("ops", &receiver.url, "generic", "")],
+        &["kinds = [\"overdue\"]\nwebhooks = [\"ops\"]"],
+    );
+    let event = |id: &str, case: &str, ty: &str, at: &str, extra: serde_json::Value| {
+        let mut v = serde_json::json!({
+            "version": 1, "event_id": id, "case_id": case, "type": ty, "occurred_at": at,
+            "source": "hall", "center_id": "C001", "window_id": "W01",
+        });
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        v.to_string()
+    };
+    let item =
+        serde_json::json!({"item": {"code": "W01-001", "kind": "promised", "promised_days": 7}});
+    let mut child = spawn(
+        service(&db, &topic)
+            .env("CASEWATCH__ENGINE__CLOCK", "event")
+            .arg("--config")
+            .arg(&cfg)
+            .arg("run"),
+    );
+    // Messages for ROUND-1's alert: (revocation, round) in arrival order.
+    let messages = || {
+        receiver
+            .requests()
+            .iter()
+            .map(|r| r.json())
+            .filter(|b| b["case_id"] == "ROUND-1")
+            .map(|b| {
+                (
+                    b["revocation"].as_bool().unwrap(),
+                    b["round"].as_u64().unwrap(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let wait = |n: usize| async move {
+        let limit = std::time::Instant::now() + Duration::from_secs(90);
+        while messages().len() < n {
+            assert!(std::time::Instant::now() < limit, "{:?}", messages());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    // Accepted Monday with 7 working days (deadline Wed 24 10:00); time passes it: round 1.
+    produce(
+        &db,
+        &topic,
+        &[
+            event(
+                "r1",
+                "ROUND-1",
+                "accepted",
+                "2018-10-15T10:00:00+08:00",
+                item.clone(),
+            ),
+            event(
+                "t1",
+                "TICK-1",
+                "accepted",
+                "2018-10-25T10:00:00+08:00",
+                item.clone(),
+            ),
+        ],
+    )
+    .await;
+    wait(1).await;
+    // A late pause from before the deadline revokes it.
+    produce(
+        &db,
+        &topic,
+        &[event(
+            "r2",
+            "ROUND-1",
+            "paused",
+            "2018-10-16T10:00:00+08:00",
+            serde_json::json!({"reason": "supplement"}),
+        )],
+    )
+    .await;
+    wait(2).await;
+    // Resumed a day later, and time passes the new deadline (Thu 25 10:00): round 2.
+    produce(
+        &db,
+        &topic,
+        &[
+            event(
+                "r3",
+                "ROUND-1",
+                "resumed",
+                "2018-10-17T10:00:00+08:00",
+                serde_json::json!({"reason": "supplement"}),
+            ),
+            event(
+                "t2",
+                "TICK-2",
+                "accepted",
+                "2018-10-26T10:00:00+08:00",
+                item.clone(),
+            ),
+        ],
+    )
+    .await;
+    wait(3).await;
+    assert_eq!(messages(), vec![(false, 1), (true, 1), (false, 2)]);
+    let rounds: Vec<(u32, u8, String)> = db
+        .client()
+        .query("SELECT round, revocation, outcome FROM alert_deliveries WHERE alert_id IN (SELECT alert_id FROM alerts WHERE case_id = 'ROUND-1') ORDER BY round, revocation")
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(
+        rounds,
+        vec![
+            (1, 0, "delivered".into()),
+            (1, 1, "delivered".into()),
+            (2, 0, "delivered".into())
+        ]
+    );
+    child.kill();
+}
