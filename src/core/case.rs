@@ -328,6 +328,13 @@ impl CaseState {
         *n = n.saturating_add(1);
     }
 
+    /// Raises the revocation count of `kind` to at least `n` (rounds recorded before a restart).
+    pub(crate) fn ensure_revocations(&mut self, kind: AnomalyKind, n: u16) {
+        if self.rare().revocations[kind as usize] < n {
+            self.rare_mut().revocations[kind as usize] = n;
+        }
+    }
+
     /// Sets the rare part, keeping it absent when it is empty.
     pub(crate) fn set_rare(&mut self, rare: Rare) {
         self.rare = (!rare.is_empty()).then(|| Box::new(rare));

@@ -228,10 +228,34 @@ pub(crate) async fn rebuild(
         engine.advance_to(i64::from(engine_time));
         // Their rows were written before the checkpoint: nothing to write again.
         engine.take_changes();
+        seed_rounds(client, &origin, &mut engine).await?;
     }
     let mut processor = PartitionProcessor::new(origin, engine, checkpoint, file);
     repair_unfinished_flush(client, &mut processor, checkpoint_version).await?;
     Ok(processor)
+}
+
+/// The rounds the partition's alerts reached before the takeover: the replayed events may
+/// revoke fewer cards than the clock did, and a round must never go back (SPEC §4, "Rounds").
+async fn seed_rounds(
+    client: &::clickhouse::Client,
+    origin: &Origin,
+    engine: &mut Engine,
+) -> Result<(), ::clickhouse::error::Error> {
+    let rows: Vec<(String, String, u32, u8)> = client
+        .query("SELECT case_id, kind, round, revoked FROM alerts FINAL WHERE topic = ? AND partition = ? AND (round > 1 OR revoked = 1)")
+        .bind(&origin.topic)
+        .bind(origin.partition)
+        .fetch_all()
+        .await?;
+    for (case_id, kind, round, revoked) in rows {
+        if let Some(kind) = AnomalyKind::parse(&kind) {
+            let revocations =
+                (round.saturating_sub(1) + u32::from(revoked)).min(u32::from(u16::MAX)) as u16;
+            engine.ensure_revocations(&case_id, kind, revocations);
+        }
+    }
+    Ok(())
 }
 
 /// A flush interrupted after some of its rows were written leaves rows (versions above the

@@ -884,13 +884,24 @@ async fn a_burst_of_300_cards_reaches_a_20_a_minute_robot_in_digests() {
         let in_minute = requests[i..].iter().filter(|s| s.0 - r.0 < 60.0).count();
         assert!(in_minute <= 20, "{in_minute} messages within a minute");
     }
-    // Each card delivered once on record, only where the robot said errcode 0.
-    let records: Vec<(String, String, i64)> = db
-        .client()
-        .query("SELECT alert_id, outcome, errcode FROM alert_deliveries WHERE webhook = 'robot'")
-        .fetch_all()
-        .await
-        .unwrap();
+    // Each card delivered once on record, only where the robot said errcode 0 (the attempts
+    // are recorded asynchronously: wait for the last digest's rows).
+    let limit = std::time::Instant::now() + Duration::from_secs(30);
+    let records = loop {
+        let records: Vec<(String, String, i64)> = db
+            .client()
+            .query(
+                "SELECT alert_id, outcome, errcode FROM alert_deliveries WHERE webhook = 'robot'",
+            )
+            .fetch_all()
+            .await
+            .unwrap();
+        let done = records.iter().filter(|r| r.1 == "delivered").count() >= 300;
+        if done || std::time::Instant::now() > limit {
+            break records;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let delivered: Vec<&(String, String, i64)> =
         records.iter().filter(|r| r.1 == "delivered").collect();
     assert_eq!(delivered.len(), 300);
@@ -1017,12 +1028,20 @@ async fn raised_revoked_and_raised_again_the_last_message_says_it_holds() {
     .await;
     wait(3).await;
     assert_eq!(messages(), vec![(false, 1), (true, 1), (false, 2)]);
-    let rounds: Vec<(u32, u8, String)> = db
-        .client()
-        .query("SELECT round, revocation, outcome FROM alert_deliveries WHERE alert_id IN (SELECT alert_id FROM alerts WHERE case_id = 'ROUND-1') ORDER BY round, revocation")
-        .fetch_all()
-        .await
-        .unwrap();
+    // The attempts are recorded asynchronously: wait for the third row.
+    let limit = std::time::Instant::now() + Duration::from_secs(30);
+    let rounds = loop {
+        let rounds: Vec<(u32, u8, String)> = db
+            .client()
+            .query("SELECT round, revocation, outcome FROM alert_deliveries WHERE alert_id IN (SELECT alert_id FROM alerts WHERE case_id = 'ROUND-1') ORDER BY round, revocation")
+            .fetch_all()
+            .await
+            .unwrap();
+        if rounds.len() >= 3 || std::time::Instant::now() > limit {
+            break rounds;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert_eq!(
         rounds,
         vec![

@@ -461,6 +461,22 @@ impl Engine {
         self.daily.row_mut(key);
     }
 
+    /// Makes the next round of a case's anomaly at least the one recorded before a restart:
+    /// `revocations` of `kind` have happened (a rebuild replays events, and the clock may have
+    /// raised and revoked cards between them that the replay does not repeat).
+    pub(crate) fn ensure_revocations(
+        &mut self,
+        case_id: &str,
+        kind: AnomalyKind,
+        revocations: u16,
+    ) {
+        if let Some(i) = self.find(case_id) {
+            self.slots[i as usize]
+                .state
+                .ensure_revocations(kind, revocations);
+        }
+    }
+
     /// Whether a known case holds an anomaly at engine time (None: the case is not known).
     pub fn holds(&mut self, case_id: &str, kind: AnomalyKind) -> Option<bool> {
         let i = self.find(case_id)?;
