@@ -77,6 +77,29 @@ async fn receiver(arrivals: Arc<Mutex<HashMap<String, i64>>>) -> String {
     url
 }
 
+/// `casewatch ARGS` with its own database, topic and group named `tag`.
+fn casewatch_command(
+    config: &std::path::Path,
+    ch: &str,
+    brokers: &str,
+    tag: &str,
+    args: &[&str],
+) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_casewatch"));
+    c.arg("--config")
+        .arg(config)
+        .args(args)
+        .env("CASEWATCH__CLICKHOUSE__URL", ch)
+        .env("CASEWATCH__CLICKHOUSE__DATABASE", tag)
+        .env("CASEWATCH__KAFKA__BROKERS", brokers)
+        .env("CASEWATCH__KAFKA__TOPIC", tag)
+        .env("CASEWATCH__KAFKA__GROUP_ID", tag)
+        .env("CASEWATCH__KAFKA__DEAD_LETTER_TOPIC", format!("{tag}-dlq"))
+        .env("CASEWATCH__HTTP__LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "warn");
+    c
+}
+
 fn percentile(sorted: &[i64], p: f64) -> i64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -118,21 +141,7 @@ async fn main() {
         format!("[alerts]\nhold_lag = 1000\nrescan_secs = 30\n[[alerts.webhooks]]\nname = \"bench\"\nurl = \"{url}\"\nformat = \"generic\"\n[[alerts.routes]]\nwebhooks = [\"bench\"]\n"),
     )
     .unwrap();
-    let casewatch = |args: &[&str]| {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_casewatch"));
-        c.arg("--config")
-            .arg(&config)
-            .args(args)
-            .env("CASEWATCH__CLICKHOUSE__URL", &ch)
-            .env("CASEWATCH__CLICKHOUSE__DATABASE", &tag)
-            .env("CASEWATCH__KAFKA__BROKERS", &brokers)
-            .env("CASEWATCH__KAFKA__TOPIC", &tag)
-            .env("CASEWATCH__KAFKA__GROUP_ID", &tag)
-            .env("CASEWATCH__KAFKA__DEAD_LETTER_TOPIC", format!("{tag}-dlq"))
-            .env("CASEWATCH__HTTP__LISTEN", "127.0.0.1:0")
-            .env("RUST_LOG", "warn");
-        c
-    };
+    let casewatch = |args: &[&str]| casewatch_command(&config, &ch, &brokers, &tag, args);
     assert!(casewatch(&["migrate"]).status().unwrap().success());
     let mut run = casewatch(&["run"]).spawn().unwrap();
     // Partitions assigned and past the catch-up hold (the lag check runs every 2 s).
@@ -252,21 +261,7 @@ async fn burst_to_robot(
         format!("[alerts]\nhold_lag = 100000\n[[alerts.webhooks]]\nname = \"robot\"\nurl = \"http://127.0.0.1:{port}/robot/send\"\nformat = \"dingtalk\"\n[[alerts.routes]]\nwebhooks = [\"robot\"]\n"),
     )
     .unwrap();
-    let casewatch = |args: &[&str]| {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_casewatch"));
-        c.arg("--config")
-            .arg(&config)
-            .args(args)
-            .env("CASEWATCH__CLICKHOUSE__URL", ch)
-            .env("CASEWATCH__CLICKHOUSE__DATABASE", &tag)
-            .env("CASEWATCH__KAFKA__BROKERS", brokers)
-            .env("CASEWATCH__KAFKA__TOPIC", &tag)
-            .env("CASEWATCH__KAFKA__GROUP_ID", &tag)
-            .env("CASEWATCH__KAFKA__DEAD_LETTER_TOPIC", format!("{tag}-dlq"))
-            .env("CASEWATCH__HTTP__LISTEN", "127.0.0.1:0")
-            .env("RUST_LOG", "warn");
-        c
-    };
+    let casewatch = |args: &[&str]| casewatch_command(&config, ch, brokers, &tag, args);
     assert!(casewatch(&["migrate"]).status().unwrap().success());
     let mut run = casewatch(&["run"]).spawn().unwrap();
     tokio::time::sleep(Duration::from_secs(6)).await;

@@ -1038,6 +1038,30 @@ mod tests {
         }
     }
 
+    /// A dispatcher state routing every alert to the webhook `chief`, and that webhook's queue.
+    fn chief_state() -> (State, mpsc::Receiver<Job>) {
+        let mut cfg = Config::load(None, &HashMap::new()).unwrap();
+        cfg.alerts.routes = vec![RouteConfig {
+            levels: vec![],
+            kinds: vec![],
+            centers: vec![],
+            windows: vec![],
+            webhooks: vec!["chief".into()],
+        }];
+        let (tx, jobs) = mpsc::channel::<Job>(8);
+        let state = State {
+            cfg: Arc::new(cfg),
+            client: ::clickhouse::Client::default(),
+            metrics: Arc::new(Metrics::default()),
+            records: mpsc::unbounded_channel().0,
+            queues: HashMap::from([("chief".to_string(), tx)]),
+            tracks: HashMap::new(),
+            at_rest: HashMap::new(),
+            busy: Arc::new(AtomicUsize::new(0)),
+        };
+        (state, jobs)
+    }
+
     fn done(revocation: bool) -> Done {
         Done {
             alert_id: "00000000deadbeef".into(),
@@ -1052,25 +1076,7 @@ mod tests {
     /// back, and its revocation is still sent once.
     #[test]
     fn settled_alerts_keep_their_outcome_but_not_their_row() {
-        let mut cfg = Config::load(None, &HashMap::new()).unwrap();
-        cfg.alerts.routes = vec![RouteConfig {
-            levels: vec![],
-            kinds: vec![],
-            centers: vec![],
-            windows: vec![],
-            webhooks: vec!["chief".into()],
-        }];
-        let (tx, mut jobs) = mpsc::channel::<Job>(8);
-        let mut state = State {
-            cfg: Arc::new(cfg),
-            client: ::clickhouse::Client::default(),
-            metrics: Arc::new(Metrics::default()),
-            records: mpsc::unbounded_channel().0,
-            queues: HashMap::from([("chief".to_string(), tx)]),
-            tracks: HashMap::new(),
-            at_rest: HashMap::new(),
-            busy: Arc::new(AtomicUsize::new(0)),
-        };
+        let (mut state, mut jobs) = chief_state();
 
         state.update(&alert(0), None);
         assert!(!jobs.try_recv().unwrap().revocation);
@@ -1101,25 +1107,7 @@ mod tests {
     /// queued again once the scan finds it due.
     #[test]
     fn an_exhausted_alert_is_queued_again_when_the_scan_finds_it_due() {
-        let mut cfg = Config::load(None, &HashMap::new()).unwrap();
-        cfg.alerts.routes = vec![RouteConfig {
-            levels: vec![],
-            kinds: vec![],
-            centers: vec![],
-            windows: vec![],
-            webhooks: vec!["chief".into()],
-        }];
-        let (tx, mut jobs) = mpsc::channel::<Job>(8);
-        let mut state = State {
-            cfg: Arc::new(cfg),
-            client: ::clickhouse::Client::default(),
-            metrics: Arc::new(Metrics::default()),
-            records: mpsc::unbounded_channel().0,
-            queues: HashMap::from([("chief".to_string(), tx)]),
-            tracks: HashMap::new(),
-            at_rest: HashMap::new(),
-            busy: Arc::new(AtomicUsize::new(0)),
-        };
+        let (mut state, mut jobs) = chief_state();
         state.update(&alert(0), None);
         assert!(jobs.try_recv().is_ok());
         state.ended(Done {
@@ -1204,25 +1192,7 @@ mod tests {
     /// revocation, so the receiver's last message says the alert holds.
     #[test]
     fn a_raise_after_a_delivered_revocation_is_a_new_round() {
-        let mut cfg = Config::load(None, &HashMap::new()).unwrap();
-        cfg.alerts.routes = vec![RouteConfig {
-            levels: vec![],
-            kinds: vec![],
-            centers: vec![],
-            windows: vec![],
-            webhooks: vec!["chief".into()],
-        }];
-        let (tx, mut jobs) = mpsc::channel::<Job>(8);
-        let mut state = State {
-            cfg: Arc::new(cfg),
-            client: ::clickhouse::Client::default(),
-            metrics: Arc::new(Metrics::default()),
-            records: mpsc::unbounded_channel().0,
-            queues: HashMap::from([("chief".to_string(), tx)]),
-            tracks: HashMap::new(),
-            at_rest: HashMap::new(),
-            busy: Arc::new(AtomicUsize::new(0)),
-        };
+        let (mut state, mut jobs) = chief_state();
         let round = |round: u32, revoked: u8| AlertRecord {
             round,
             ..alert(revoked)

@@ -642,26 +642,51 @@ async fn wait_outcomes(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_outage_longer_than_the_attempts_loses_no_card() {
+/// A database, a topic holding `cases`, and `casewatch run` with one generic webhook `name` at
+/// `url` (`hook_extra` in its table) and `alerts` settings.
+async fn run_with_one_webhook(
+    cases: &[String],
+    name: &str,
+    url: &str,
+    hook_extra: &str,
+    alerts: &str,
+) -> (
+    TestDb,
+    TestTopics,
+    crate::service::Running,
+    tempfile::TempDir,
+) {
     let db = TestDb::new().await;
     let topics = TestTopics::new(1, 1).await;
     let topic = topics.name(0).to_string();
     run_ok(casewatch(&db).arg("migrate"));
-    produce(&db, &topic, &overcharged_cases("OUT", 4)).await;
-    let down = Receiver::start(vec![], Reply::Status(503, vec![])).await;
+    produce(&db, &topic, cases).await;
     let dir = tempfile::tempdir().unwrap();
-    // The receiver's outage, fast-forwarded: two attempts, then the long backoff of 2 s.
     let cfg = dir.path().join("casewatch.toml");
     std::fs::write(
         &cfg,
         format!(
-            "[alerts]\nrescan_secs = 1\nlong_backoff_secs = 2\n[[alerts.webhooks]]\n{}\n[[alerts.routes]]\nwebhooks = [\"down\"]\n",
-            hook("down", &down.url, "generic", "max_attempts = 2")
+            "[alerts]\n{alerts}\n[[alerts.webhooks]]\n{}\n[[alerts.routes]]\nwebhooks = [\"{name}\"]\n",
+            hook(name, url, "generic", hook_extra)
         ),
     )
     .unwrap();
-    let mut child = spawn(service(&db, &topic).arg("--config").arg(&cfg).arg("run"));
+    let child = spawn(service(&db, &topic).arg("--config").arg(&cfg).arg("run"));
+    (db, topics, child, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_longer_than_the_attempts_loses_no_card() {
+    let down = Receiver::start(vec![], Reply::Status(503, vec![])).await;
+    // The receiver's outage, fast-forwarded: two attempts, then the long backoff of 2 s.
+    let (db, _topics, mut child, _dir) = run_with_one_webhook(
+        &overcharged_cases("OUT", 4),
+        "down",
+        &down.url,
+        "max_attempts = 2",
+        "rescan_secs = 1\nlong_backoff_secs = 2",
+    )
+    .await;
     let exhausted = |rows: &[(String, String)]| {
         rows.iter()
             .filter(|r| r.1 == "exhausted")
@@ -690,23 +715,15 @@ async fn an_outage_longer_than_the_attempts_loses_no_card() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alert_never_delivered_is_given_up_after_give_up_hours() {
-    let db = TestDb::new().await;
-    let topics = TestTopics::new(1, 1).await;
-    let topic = topics.name(0).to_string();
-    run_ok(casewatch(&db).arg("migrate"));
-    produce(&db, &topic, &overcharged_cases("GIVE", 1)).await;
     let never = Receiver::start(vec![], Reply::Status(503, vec![])).await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("casewatch.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[alerts]\nrescan_secs = 1\nlong_backoff_secs = 1\ngive_up_hours = 0\n[[alerts.webhooks]]\n{}\n[[alerts.routes]]\nwebhooks = [\"never\"]\n",
-            hook("never", &never.url, "generic", "max_attempts = 1")
-        ),
+    let (db, _topics, mut child, _dir) = run_with_one_webhook(
+        &overcharged_cases("GIVE", 1),
+        "never",
+        &never.url,
+        "max_attempts = 1",
+        "rescan_secs = 1\nlong_backoff_secs = 1\ngive_up_hours = 0",
     )
-    .unwrap();
-    let mut child = spawn(service(&db, &topic).arg("--config").arg(&cfg).arg("run"));
+    .await;
     let given_up = |rows: &[(String, String)]| rows.iter().any(|r| r.1 == "given_up");
     wait_outcomes(&db, "never", 90, given_up).await;
     let requests = never.requests().len();
