@@ -285,6 +285,9 @@ pub(crate) struct PipelineConfig {
     pub(crate) batch_millis: u64,
     pub(crate) tick_millis: u64,
     pub(crate) drain_timeout_secs: u64,
+    /// A partition more than this many messages behind its log end is catching up: its engine
+    /// time follows its events, not the wall clock (SPEC §2, "Catching up").
+    pub(crate) catch_up_lag: i64,
 }
 
 /// `[http]`.

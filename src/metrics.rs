@@ -68,6 +68,8 @@ pub(crate) struct Metrics {
     pub(crate) ready: AtomicBool,
     dead_letters: Mutex<BTreeMap<String, u64>>,
     lag: Mutex<BTreeMap<i32, i64>>,
+    /// Partitions and whether each is catching up (SPEC §2).
+    catching_up: Mutex<BTreeMap<i32, bool>>,
     /// Alerts handed to delivery, by (kind, level).
     alerts_raised: Mutex<BTreeMap<(String, String), u64>>,
     /// Delivery attempts by (webhook, outcome).
@@ -144,6 +146,26 @@ impl Metrics {
             Some(v) => l.insert(partition, v.max(0)),
             None => l.remove(&partition),
         };
+    }
+
+    /// Whether a partition is catching up (None: not assigned here any more).
+    pub(crate) fn set_catching_up(&self, partition: i32, catching_up: Option<bool>) {
+        let mut c = self.catching_up.lock().unwrap_or_else(|e| e.into_inner());
+        match catching_up {
+            Some(v) => c.insert(partition, v),
+            None => c.remove(&partition),
+        };
+    }
+
+    /// The partitions catching up, ascending.
+    pub(crate) fn partitions_catching_up(&self) -> Vec<i32> {
+        self.catching_up
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, &c)| c)
+            .map(|(&p, _)| p)
+            .collect()
     }
 
     /// Replaces the calendar report; returns whether it changed.
@@ -226,6 +248,18 @@ impl Metrics {
         for (p, lag) in self.lag.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             out.push_str(&format!(
                 "casewatch_partition_lag{{partition=\"{p}\"}} {lag}\n"
+            ));
+        }
+        out.push_str("# HELP casewatch_partition_catching_up 1 while the partition is more than pipeline.catch_up_lag behind (engine time follows its events)\n# TYPE casewatch_partition_catching_up gauge\n");
+        for (p, c) in self
+            .catching_up
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            out.push_str(&format!(
+                "casewatch_partition_catching_up{{partition=\"{p}\"}} {}\n",
+                u8::from(*c)
             ));
         }
         out.push_str(&format!(
@@ -334,6 +368,10 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, metrics: std::sync:
                 {
                     // Calendar findings are reported while staying ready (SPEC §2).
                     let mut body = "ready\n".to_string();
+                    let catching_up = metrics.partitions_catching_up();
+                    if !catching_up.is_empty() {
+                        body.push_str(&format!("catching up: partitions {catching_up:?} (engine time follows their events; their cards wait)\n"));
+                    }
                     for line in metrics.calendar_lines() {
                         body.push_str(&line);
                         body.push('\n');

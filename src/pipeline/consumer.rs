@@ -10,6 +10,7 @@
 //! signal ends it with `drain`.
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as StdInstant};
@@ -132,6 +133,8 @@ pub(crate) struct ConsumerLoop {
     timers: Timers,
     wall: WallClock,
     calendar: CalendarWatch,
+    /// The last known high watermark per partition (from librdkafka's statistics).
+    watermarks: Arc<Mutex<HashMap<i32, i64>>>,
     /// When the last message arrived (cells: a message borrows the consumer while it is handled).
     last_message: Cell<StdInstant>,
     /// Dead letters handed in since the last flush (they make a flush due too).
@@ -163,11 +166,15 @@ impl ConsumerLoop {
             metrics.clone(),
             dispatcher.clone(),
         )));
-        let consumer = consumer_config(&cfg.kafka, &cfg.kafka.group_id, true).create_with_context(
-            Context {
+        let watermarks = Arc::new(Mutex::new(HashMap::new()));
+        let consumer = consumer_config(&cfg.kafka, &cfg.kafka.group_id, true)
+            // The statistics bring the partitions' high watermarks (the catch-up state).
+            .set("statistics.interval.ms", "1000")
+            .create_with_context(Context {
                 shared: shared.clone(),
-            },
-        )?;
+                topic: cfg.kafka.topic.clone(),
+                watermarks: watermarks.clone(),
+            })?;
         let pipeline = &cfg.pipeline;
         Ok(Self {
             cfg: cfg.clone(),
@@ -189,6 +196,7 @@ impl ConsumerLoop {
                 default: cfg.calendars()?.default,
                 warn_from: cfg.calendar.warn_from()?,
             },
+            watermarks,
             last_message: Cell::new(StdInstant::now()),
             pending_dead_letters: Cell::new(0),
         })
@@ -249,6 +257,7 @@ impl ConsumerLoop {
         };
         self.metrics.consumed.inc();
         let mut handled = p.handle(offset, payload, self.wall.now);
+        catch_up_state(&self.watermarks, &self.cfg, partition, p, &self.metrics);
         if handled == Handled::Evicted {
             // The case's events are read back from ClickHouse: let the write land first.
             s.finish_flush()?;
@@ -274,9 +283,17 @@ impl ConsumerLoop {
 
     /// The periodic work: live engine time, holiday reloads, gauges, lag and alert rescans.
     fn on_tick(&mut self, now: StdInstant) {
-        if self.cfg.engine.clock == ClockMode::Wall {
-            for p in lock(&self.shared).processors.values_mut() {
-                p.engine.advance_to(self.wall.now);
+        {
+            let mut guard = lock(&self.shared);
+            let s = &mut *guard;
+            for (&partition, p) in s.processors.iter_mut() {
+                catch_up_state(&self.watermarks, &self.cfg, partition, p, &self.metrics);
+                if p.catching_up {
+                    // A partition that falls behind again holds its cards until it catches up.
+                    s.held.insert(partition);
+                } else if self.cfg.engine.clock == ClockMode::Wall {
+                    p.engine.advance_to(self.wall.now);
+                }
             }
         }
         if self.timers.calendar.due(now) {
@@ -343,9 +360,16 @@ impl ConsumerLoop {
             match watermarks {
                 Ok((_, high)) => {
                     self.metrics.broker_up.set(1);
+                    self.watermarks
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(partition, high);
                     let lag = high - p.next_offset as i64;
                     self.metrics.set_lag(partition, Some(lag));
-                    if lag <= self.cfg.alerts.hold_lag && s.held.contains(&partition) {
+                    if lag <= self.cfg.alerts.hold_lag
+                        && !p.catching_up
+                        && s.held.contains(&partition)
+                    {
                         caught_up.push(partition);
                     }
                 }
@@ -471,6 +495,44 @@ impl ConsumerLoop {
         self.metrics.ready.store(false, Ordering::Relaxed);
         self.consumer.unsubscribe();
     }
+}
+
+/// Decides from the last known high watermark (no broker request) whether a partition is
+/// catching up (SPEC §2); logs a change and reports the state.
+fn catch_up_state(
+    watermarks: &Mutex<HashMap<i32, i64>>,
+    cfg: &Config,
+    partition: i32,
+    p: &mut PartitionProcessor,
+    metrics: &Metrics,
+) {
+    let known = watermarks
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&partition)
+        .copied();
+    let Some(high) = known else {
+        return; // not known yet: stays as it is (a takeover starts catching up)
+    };
+    let lag = high - p.next_offset as i64;
+    let catching_up = lag > cfg.pipeline.catch_up_lag;
+    if catching_up != p.catching_up {
+        p.catching_up = catching_up;
+        if catching_up {
+            tracing::info!(
+                partition,
+                lag,
+                "catching up: engine time follows the events"
+            );
+        } else {
+            tracing::info!(
+                partition,
+                lag,
+                "caught up: engine time follows the wall clock"
+            );
+        }
+    }
+    metrics.set_catching_up(partition, Some(catching_up));
 }
 
 /// Brings an evicted case back from the events stored in ClickHouse.

@@ -84,6 +84,9 @@ pub(crate) struct PartitionProcessor {
     file: Option<String>,
     /// Payload bytes handed in since the last drain.
     pending_bytes: usize,
+    /// More than `pipeline.catch_up_lag` messages behind the log end (SPEC §2): engine time
+    /// follows the events. A partition starts catching up until its lag is known.
+    pub(crate) catching_up: bool,
 }
 
 impl PartitionProcessor {
@@ -102,6 +105,7 @@ impl PartitionProcessor {
             checkpoint,
             file,
             pending_bytes: 0,
+            catching_up: true,
         }
     }
 

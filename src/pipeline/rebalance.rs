@@ -182,12 +182,28 @@ impl Shared {
     }
 }
 
-/// The consumer's context: rebalances flush, commit and rebuild through the shared state.
+/// The consumer's context: rebalances flush, commit and rebuild through the shared state;
+/// librdkafka's statistics (every second) bring each partition's high watermark.
 pub(super) struct Context {
     pub(crate) shared: Arc<Mutex<Shared>>,
+    /// The consumed topic, and the last known high watermark of each of its partitions.
+    pub(crate) topic: String,
+    pub(crate) watermarks: Arc<Mutex<HashMap<i32, i64>>>,
 }
 
-impl ClientContext for Context {}
+impl ClientContext for Context {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
+        };
+        let mut known = self.watermarks.lock().unwrap_or_else(|e| e.into_inner());
+        for (&partition, p) in &topic.partitions {
+            if partition >= 0 && p.hi_offset >= 0 {
+                known.insert(partition, p.hi_offset);
+            }
+        }
+    }
+}
 
 impl Context {
     /// Revoked partitions: flush and commit them, then forget their state.
@@ -212,6 +228,7 @@ impl Context {
             shared.processors.remove(&p);
             shared.held.remove(&p);
             shared.metrics.set_lag(p, None);
+            shared.metrics.set_catching_up(p, None);
         }
     }
 

@@ -413,14 +413,19 @@ async fn importing_the_notice_revokes_the_cards_a_guessed_calendar_raised() {
         ),
         (at("2026-01-09T00:00:00+08:00"), 0, 0)
     );
-    let row: Flagged = client
-        .query(
-            "SELECT toUInt32(assumeNotNull(promised_deadline)) AS deadline, calendar_provisional \
-                FROM cases FINAL WHERE case_id = 'GUESS-1'",
-        )
-        .fetch_one()
-        .await
-        .unwrap();
+    // The batch's tables are written concurrently: the case row may land just after the alerts.
+    let row = eventually(30, "the recomputed case row", || async {
+        let row: Flagged = client
+            .query(
+                "SELECT toUInt32(assumeNotNull(promised_deadline)) AS deadline, calendar_provisional \
+                    FROM cases FINAL WHERE case_id = 'GUESS-1'",
+            )
+            .fetch_one()
+            .await
+            .unwrap();
+        (row.calendar_provisional == 0).then_some(row)
+    })
+    .await;
     assert_eq!(
         row,
         Flagged {

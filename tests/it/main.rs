@@ -6,6 +6,7 @@
 mod alerts;
 mod bulletin;
 mod calendar;
+mod catch_up;
 mod cli;
 mod contract;
 mod docker;
