@@ -163,6 +163,8 @@ pub(crate) struct DeliveryRecord {
     pub(crate) round: u32,
 }
 
+impl crate::sinks::clickhouse::writer::MonthPartitioned for DeliveryRecord {}
+
 /// One message to send.
 struct Job {
     alert: AlertRecord,

@@ -27,6 +27,9 @@ pub enum Reason {
     MissingField(&'static str),
     InvalidField(&'static str),
     FutureTimestamp,
+    /// A Kafka message whose key is not its `case_id` (SPEC §7): its case would be split
+    /// between partitions, hence engines.
+    KeyMismatch,
 }
 
 impl fmt::Display for Reason {
@@ -39,6 +42,7 @@ impl fmt::Display for Reason {
             Reason::MissingField(name) => write!(f, "missing_field:{name}"),
             Reason::InvalidField(name) => write!(f, "invalid_field:{name}"),
             Reason::FutureTimestamp => f.write_str("future_timestamp"),
+            Reason::KeyMismatch => f.write_str("key_mismatch"),
         }
     }
 }
@@ -57,6 +61,10 @@ impl Reason {
             Reason::InvalidField(name) => format!("field {name} has the wrong type or value"),
             Reason::FutureTimestamp => {
                 "occurred_at is more than 5 minutes ahead of the wall clock".into()
+            }
+            Reason::KeyMismatch => {
+                "the Kafka message key is not the event's case_id (a case must stay on one partition)"
+                    .into()
             }
         }
     }

@@ -256,14 +256,15 @@ impl ConsumerLoop {
             return Ok(());
         };
         self.metrics.consumed.inc();
-        let mut handled = p.handle(offset, payload, self.wall.now);
+        let key = msg.key().unwrap_or_default();
+        let mut handled = p.handle(offset, payload, self.wall.now, Some(key));
         catch_up_state(&self.watermarks, &self.cfg, partition, p, &self.metrics);
         if handled == Handled::Evicted {
             // The case's events are read back from ClickHouse: let the write land first.
             s.finish_flush()?;
             if let Some(p) = s.processors.get_mut(&partition) {
                 restore_evicted(p, payload, &s.rt, s.flush.writer().client())?;
-                handled = p.handle(offset, payload, self.wall.now);
+                handled = p.handle(offset, payload, self.wall.now, Some(key));
             }
         }
         match handled {
@@ -273,7 +274,6 @@ impl ConsumerLoop {
                 self.metrics.dead_letter(&reason.to_string());
                 self.pending_dead_letters
                     .set(self.pending_dead_letters.get() + 1);
-                let key = msg.key().unwrap_or_default();
                 self.dead_letters
                     .send(partition, offset, key, payload, &reason.to_string());
             }

@@ -109,11 +109,23 @@ impl PartitionProcessor {
         }
     }
 
-    /// Handles the message at `offset`. `wall_now` is the clock of `future_timestamp`.
-    pub(crate) fn handle(&mut self, offset: u64, raw: &[u8], wall_now: i64) -> Handled {
+    /// Handles the message at `offset`. `wall_now` is the clock of `future_timestamp`; `key`
+    /// is a Kafka message's key, which must be the event's `case_id` (None: a file line).
+    pub(crate) fn handle(
+        &mut self,
+        offset: u64,
+        raw: &[u8],
+        wall_now: i64,
+        key: Option<&[u8]>,
+    ) -> Handled {
         self.next_offset = self.next_offset.max(offset + 1);
         self.pending_bytes += raw.len();
-        let parsed = event_text(raw).and_then(|text| Ok((text, parse_event_text(text, wall_now)?)));
+        let parsed = event_text(raw)
+            .and_then(|text| Ok((text, parse_event_text(text, wall_now)?)))
+            .and_then(|(text, event)| match key {
+                Some(k) if k != event.case_id.as_bytes() => Err(Reason::KeyMismatch),
+                _ => Ok((text, event)),
+            });
         let (text, event) = match parsed {
             Ok(parsed) => parsed,
             Err(reason) => {

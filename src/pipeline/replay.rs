@@ -63,7 +63,7 @@ pub(crate) fn replay_file(
         if line.number < done.resumed_at {
             continue;
         }
-        match p.handle(line.number, &line.bytes, now) {
+        match p.handle(line.number, &line.bytes, now, None) {
             Handled::Applied | Handled::Evicted => done.applied += 1,
             Handled::Duplicate => done.duplicates += 1,
             Handled::DeadLetter(_) => done.dead_letters += 1,

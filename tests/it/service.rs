@@ -523,3 +523,50 @@ async fn new_holiday_data_moves_open_deadlines_without_a_restart() {
     }
     child.kill();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_keyed_by_another_case_is_a_key_mismatch_dead_letter() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let db = TestDb::new().await;
+    let topics = TestTopics::new(1, 1).await;
+    let topic = topics.name(0).to_string();
+    run_ok(casewatch(&db).arg("migrate"));
+    let accepted = |case: &str| {
+        serde_json::json!({
+            "version": 1, "event_id": format!("{case}-1"), "case_id": case, "type": "accepted",
+            "occurred_at": "2018-10-15T10:00:00+08:00", "source": "hall", "center_id": "C001",
+            "window_id": "W01", "item": {"code": "W01-001", "kind": "promised", "promised_days": 7}
+        })
+        .to_string()
+    };
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", crate::support::kafka_brokers())
+        .create()
+        .unwrap();
+    for (key, payload) in [("KM-OTHER", accepted("KM-1")), ("KM-2", accepted("KM-2"))] {
+        producer
+            .send(
+                FutureRecord::to(&topic).key(key).payload(&payload),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    assert!(run_until_idle(&mut service(&db, &topic)).success());
+    let client = db.client();
+    let dead: Vec<(String, String)> = client
+        .query("SELECT reason, raw FROM dead_letters FINAL")
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].0, "key_mismatch");
+    assert!(dead[0].1.contains("KM-1"));
+    let cases: Vec<String> = client
+        .query("SELECT case_id FROM cases FINAL ORDER BY case_id")
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(cases, vec!["KM-2".to_string()]);
+}

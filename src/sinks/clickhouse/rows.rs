@@ -2,6 +2,7 @@
 //! days, `Nullable(T)` = `Option<T>`), and their construction from engine output.
 
 use ::clickhouse::Row;
+use chrono::Datelike;
 use serde::{Deserialize, Serialize};
 
 use crate::core::aggregate::{counter, Counters, DailyKey};
@@ -442,3 +443,23 @@ impl Batch {
         }
     }
 }
+
+impl crate::sinks::clickhouse::writer::MonthPartitioned for EventRecord {
+    fn month(&self) -> Option<u32> {
+        let date = chrono::DateTime::from_timestamp(i64::from(self.occurred_at), 0)?;
+        Some(date.year() as u32 * 12 + date.month0())
+    }
+}
+
+impl crate::sinks::clickhouse::writer::MonthPartitioned for DailyRecord {
+    fn month(&self) -> Option<u32> {
+        let date = crate::core::calendar::date_of_day(i64::from(self.day));
+        Some(date.year() as u32 * 12 + date.month0())
+    }
+}
+
+impl crate::sinks::clickhouse::writer::MonthPartitioned for DeadLetterRecord {}
+impl crate::sinks::clickhouse::writer::MonthPartitioned for CaseRecord {}
+impl crate::sinks::clickhouse::writer::MonthPartitioned for AnomalyRecord {}
+impl crate::sinks::clickhouse::writer::MonthPartitioned for AlertRecord {}
+impl crate::sinks::clickhouse::writer::MonthPartitioned for CheckpointRecord {}

@@ -57,6 +57,41 @@ fn error_code(text: &str) -> Option<u32> {
         .ok()
 }
 
+/// Months one insert touches at most: half the server's default limit of 100 partitions,
+/// since a month counted in UTC can fall into two months of the server's timezone.
+pub(crate) const MONTHS_PER_INSERT: usize = 50;
+
+/// A row of a table partitioned by month (`toYYYYMM`): its month as year × 12 + month − 1.
+pub(crate) trait MonthPartitioned {
+    /// None: the table is not partitioned by month.
+    fn month(&self) -> Option<u32> {
+        None
+    }
+}
+
+/// Consecutive slices of `rows`, each with at most `max` distinct months (order kept).
+pub(crate) fn month_chunks<T: MonthPartitioned>(rows: &[T], max: usize) -> Vec<&[T]> {
+    if rows.len() <= max {
+        return vec![rows];
+    }
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    let mut months = std::collections::HashSet::new();
+    for (i, row) in rows.iter().enumerate() {
+        let Some(month) = row.month() else {
+            return vec![rows];
+        };
+        if !months.contains(&month) && months.len() == max {
+            chunks.push(&rows[start..i]);
+            start = i;
+            months.clear();
+        }
+        months.insert(month);
+    }
+    chunks.push(&rows[start..]);
+    chunks
+}
+
 /// Called with the text of each failed write attempt.
 pub(crate) type ErrorHook = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
 
@@ -125,8 +160,21 @@ impl ClickhouseWriter {
         crate::batch_tables!(write_tables)
     }
 
-    /// Inserts rows into a table, retrying transient failures.
+    /// Inserts rows into a table, retrying transient failures. Rows of a table partitioned by
+    /// month go in inserts of at most [`MONTHS_PER_INSERT`] months each (ClickHouse refuses an
+    /// insert that touches more than `max_partitions_per_insert_block` partitions, 100 by
+    /// default: a backfill batch may span more).
     pub(crate) async fn insert_all<T>(&self, table: &str, rows: &[T]) -> Result<(), SinkError>
+    where
+        T: for<'a> Row<Value<'a> = T> + Serialize + Send + Sync + MonthPartitioned,
+    {
+        for chunk in month_chunks(rows, MONTHS_PER_INSERT) {
+            self.insert_chunk(table, chunk).await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_chunk<T>(&self, table: &str, rows: &[T]) -> Result<(), SinkError>
     where
         T: for<'a> Row<Value<'a> = T> + Serialize + Send + Sync,
     {
@@ -180,6 +228,31 @@ impl ClickhouseWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct Row(Option<u32>);
+
+    impl MonthPartitioned for Row {
+        fn month(&self) -> Option<u32> {
+            self.0
+        }
+    }
+
+    #[test]
+    fn inserts_touch_at_most_the_month_limit() {
+        let rows: Vec<Row> = (0..130)
+            .map(|m| Row(Some(24_000 + m)))
+            .chain((0..10).map(|_| Row(Some(24_000))))
+            .collect();
+        let chunks = month_chunks(&rows, 50);
+        assert_eq!(
+            chunks.iter().map(|c| c.len()).collect::<Vec<_>>(),
+            vec![50, 50, 40]
+        );
+        let unpartitioned: Vec<Row> = (0..200).map(|_| Row(None)).collect();
+        assert_eq!(month_chunks(&unpartitioned, 50).len(), 1);
+        let repeated: Vec<Row> = (0..200).map(|i| Row(Some(i % 3))).collect();
+        assert_eq!(month_chunks(&repeated, 50).len(), 1);
+    }
 
     #[test]
     fn error_codes_decide_retry() {
