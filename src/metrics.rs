@@ -63,6 +63,8 @@ pub(crate) struct Metrics {
     pub(crate) clickhouse_errors: Counter,
     pub(crate) broker_errors: Counter,
     pub(crate) cases_in_memory: Gauge,
+    /// Ended cases that left memory after their retention.
+    pub(crate) cases_evicted: Counter,
     /// 1 while the broker answers, 0 after an error until it answers again.
     pub(crate) broker_up: Gauge,
     pub(crate) ready: AtomicBool,
@@ -267,6 +269,10 @@ impl Metrics {
              casewatch_flush_seconds_sum {}\ncasewatch_flush_seconds_count {}\n",
             self.flush_seconds.micros.load(Ordering::Relaxed) as f64 / 1e6,
             self.flush_seconds.count.load(Ordering::Relaxed)
+        ));
+        out.push_str(&format!(
+            "# HELP casewatch_cases_evicted_total ended cases that left memory after their retention\n# TYPE casewatch_cases_evicted_total counter\ncasewatch_cases_evicted_total {}\n",
+            self.cases_evicted.get()
         ));
         out.push_str(&format!(
             "# HELP casewatch_open_cases open cases held by the engines\n# TYPE casewatch_open_cases gauge\ncasewatch_open_cases {}\n",

@@ -298,6 +298,7 @@ impl ConsumerLoop {
         }
         if self.timers.calendar.due(now) {
             self.reload_calendars_if_changed();
+            self.evict_ended_cases();
         }
         self.publish_gauges();
         if self.timers.lag.due(now) {
@@ -324,6 +325,23 @@ impl ConsumerLoop {
             Err(e) => {
                 tracing::warn!(error = %e, "holiday data changed but cannot be read; keeping the old calendars")
             }
+        }
+    }
+
+    /// Ended cases leave memory `engine.closed_case_retention_days` after their end (SPEC §7); a
+    /// late event restores one from `events_by_case`.
+    fn evict_ended_cases(&self) {
+        let retention =
+            self.cfg.engine.closed_case_retention_days.max(0) * crate::core::calendar::DAY;
+        let mut evicted = 0;
+        for p in lock(&self.shared).processors.values_mut() {
+            evicted += p
+                .engine
+                .evict_ended_before(p.engine.now().saturating_sub(retention));
+        }
+        if evicted > 0 {
+            self.metrics.cases_evicted.add(evicted as u64);
+            tracing::debug!(evicted, "ended cases left memory after their retention");
         }
     }
 
@@ -548,7 +566,7 @@ fn restore_evicted(
     };
     let payloads: Vec<String> = rt.block_on(
         client
-            .query("SELECT payload FROM events FINAL WHERE case_id = ? AND topic = ? AND partition = ? ORDER BY offset")
+            .query("SELECT payload FROM events_by_case FINAL WHERE case_id = ? AND topic = ? AND partition = ? ORDER BY offset")
             .bind(case_id.as_str())
             .bind(&p.origin.topic)
             .bind(p.origin.partition)

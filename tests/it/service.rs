@@ -570,3 +570,96 @@ async fn a_message_keyed_by_another_case_is_a_key_mismatch_dead_letter() {
         .unwrap();
     assert_eq!(cases, vec!["KM-2".to_string()]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_event_for_an_evicted_case_restores_it_by_its_id() {
+    let db = TestDb::new().await;
+    let topics = TestTopics::new(1, 1).await;
+    let topic = topics.name(0).to_string();
+    run_ok(casewatch(&db).arg("migrate"));
+    let event = |id: &str, ty: &str, at: &str, extra: serde_json::Value| {
+        let mut v = serde_json::json!({
+            "version": 1, "event_id": id, "case_id": "EV-1", "type": ty, "occurred_at": at,
+            "source": "hall", "center_id": "C001", "window_id": "W01",
+        });
+        if let (Some(v), serde_json::Value::Object(extra)) = (v.as_object_mut(), extra) {
+            v.extend(extra);
+        }
+        v.to_string()
+    };
+    produce(
+        &db,
+        &topic,
+        &[
+            event("ev-a", "accepted", "2018-10-15T10:00:00+08:00", serde_json::json!({"item": {"code": "W01-001", "kind": "promised", "promised_days": 7}})),
+            event("ev-c", "completed", "2018-10-16T10:00:00+08:00", serde_json::json!({"outcome": "approved"})),
+        ],
+    )
+    .await;
+    let port = free_port();
+    // Ended cases leave memory at once (retention 0 days); the eviction runs every 10 s.
+    let mut child = spawn(
+        service(&db, &topic)
+            .env("CASEWATCH__ENGINE__CLOSED_CASE_RETENTION_DAYS", "0")
+            .env("CASEWATCH__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            .arg("run"),
+    );
+    let limit = std::time::Instant::now() + Duration::from_secs(60);
+    while metric(port, "casewatch_cases_evicted_total").unwrap_or(0) < 1 {
+        assert!(
+            std::time::Instant::now() < limit,
+            "the ended case was not evicted"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The citizen's evaluation arrives years later.
+    produce(
+        &db,
+        &topic,
+        &[event(
+            "ev-e",
+            "evaluated",
+            "2018-10-20T10:00:00+08:00",
+            serde_json::json!({"rating": 5}),
+        )],
+    )
+    .await;
+    let client = db.client();
+    let limit = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let rating: Option<Option<u8>> = client
+            .query("SELECT rating FROM cases FINAL WHERE case_id = 'EV-1'")
+            .fetch_optional()
+            .await
+            .unwrap();
+        if rating == Some(Some(5)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < limit,
+            "the late evaluation was not applied: {rating:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The aggregates agree with the restored case: one completion, one rating of 5.
+    let sums: (i64, i64) = client
+        .query("SELECT sum(completed), sum(rating_5) FROM window_daily")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(sums, (1, 1));
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    assert!(child.wait(Duration::from_secs(60)).success());
+    let out = casewatch(&db)
+        .args(["verify", "--from", "2018-10-01", "--to", "2018-10-31"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
