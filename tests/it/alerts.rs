@@ -943,16 +943,7 @@ async fn raised_revoked_and_raised_again_the_last_message_says_it_holds() {
         &[hook("ops", &receiver.url, "generic", "")],
         &["kinds = [\"overdue\"]\nwebhooks = [\"ops\"]"],
     );
-    let event = |id: &str, case: &str, ty: &str, at: &str, extra: serde_json::Value| {
-        let mut v = serde_json::json!({
-            "version": 1, "event_id": id, "case_id": case, "type": ty, "occurred_at": at,
-            "source": "hall", "center_id": "C001", "window_id": "W01",
-        });
-        v.as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        v.to_string()
-    };
+    let event = crate::support::event_json;
     let item =
         serde_json::json!({"item": {"code": "W01-001", "kind": "promised", "promised_days": 7}});
     let mut child = spawn(

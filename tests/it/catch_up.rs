@@ -17,15 +17,8 @@ fn event(
     at: chrono::DateTime<chrono::Utc>,
     extra: serde_json::Value,
 ) -> String {
-    let mut v = serde_json::json!({
-        "version": 1, "event_id": id, "case_id": case, "type": ty,
-        "occurred_at": at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        "source": "hall", "center_id": "C001", "window_id": "W01",
-    });
-    if let (Some(v), serde_json::Value::Object(extra)) = (v.as_object_mut(), extra) {
-        v.extend(extra);
-    }
-    v.to_string()
+    let at = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    crate::support::event_json(id, case, ty, &at, extra)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

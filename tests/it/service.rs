@@ -578,14 +578,7 @@ async fn a_late_event_for_an_evicted_case_restores_it_by_its_id() {
     let topic = topics.name(0).to_string();
     run_ok(casewatch(&db).arg("migrate"));
     let event = |id: &str, ty: &str, at: &str, extra: serde_json::Value| {
-        let mut v = serde_json::json!({
-            "version": 1, "event_id": id, "case_id": "EV-1", "type": ty, "occurred_at": at,
-            "source": "hall", "center_id": "C001", "window_id": "W01",
-        });
-        if let (Some(v), serde_json::Value::Object(extra)) = (v.as_object_mut(), extra) {
-            v.extend(extra);
-        }
-        v.to_string()
+        crate::support::event_json(id, "EV-1", ty, at, extra)
     };
     produce(
         &db,

@@ -224,3 +224,15 @@ fn cleanup_blocking(work: impl std::future::Future<Output = ()> + Send + 'static
     })
     .join();
 }
+
+/// One event of centre C001, window W01, source `hall`, with `extra` fields added.
+pub fn event_json(id: &str, case: &str, ty: &str, at: &str, extra: serde_json::Value) -> String {
+    let mut v = serde_json::json!({
+        "version": 1, "event_id": id, "case_id": case, "type": ty, "occurred_at": at,
+        "source": "hall", "center_id": "C001", "window_id": "W01",
+    });
+    if let (Some(v), serde_json::Value::Object(extra)) = (v.as_object_mut(), extra) {
+        v.extend(extra);
+    }
+    v.to_string()
+}
