@@ -203,7 +203,9 @@ impl ConsumerLoop {
     }
 
     /// Consumes until `stop` is set (or idleness, with `exit_when_idle`), then drains.
-    pub(crate) fn run(mut self, stop: &AtomicBool, opts: RunOptions) -> anyhow::Result<()> {
+    pub(crate) fn run(mut self, stop: &Arc<AtomicBool>, opts: RunOptions) -> anyhow::Result<()> {
+        // A takeover waiting for ClickHouse gives up when the service is stopped.
+        lock(&self.shared).stop = stop.clone();
         self.consumer.subscribe(&[&self.cfg.kafka.topic])?;
         self.metrics.ready.store(true, Ordering::Relaxed);
         tracing::info!(topic = %self.cfg.kafka.topic, group = %self.cfg.kafka.group_id, "consuming");

@@ -44,6 +44,8 @@ pub(super) struct Shared {
     pub(crate) held: HashSet<i32>,
     /// Offsets whose rows are in ClickHouse, not committed yet (partition → next offset).
     committable: HashMap<i32, i64>,
+    /// Set when the service is stopping (a takeover stops retrying).
+    pub(crate) stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Shared {
@@ -64,6 +66,7 @@ impl Shared {
             dispatcher,
             held: HashSet::new(),
             committable: HashMap::new(),
+            stop: Arc::default(),
         }
     }
 
@@ -150,7 +153,8 @@ impl Shared {
     }
 
     /// Rebuilds a partition from ClickHouse, retrying while it is down (a partition is never
-    /// skipped). None after a fatal error (recorded in `fatal`).
+    /// skipped). None after a fatal error (recorded in `fatal`: an error no retry can fix, such
+    /// as a missing database) or when the service is stopping.
     fn rebuild_partition(&mut self, origin: &Origin) -> Option<PartitionProcessor> {
         let client = self.flush.writer().client().clone();
         let mut backoff = Duration::from_millis(200);
@@ -171,10 +175,28 @@ impl Shared {
             });
             match rebuilt {
                 Ok(p) => return Some(p),
+                Err(err) if !crate::sinks::clickhouse::writer::is_transient(&err) => {
+                    self.fatal = Some(format!(
+                        "cannot rebuild partition {} from ClickHouse ({err}): run `casewatch migrate`, or check clickhouse.url and clickhouse.database",
+                        origin.partition
+                    ));
+                    return None;
+                }
                 Err(err) => {
                     self.metrics.clickhouse_errors.inc();
                     tracing::warn!(partition = origin.partition, error = %err, "cannot rebuild partition from clickhouse; retrying");
-                    std::thread::sleep(backoff);
+                    // Wait in small steps, so that a stop is seen at once.
+                    let until = StdInstant::now() + backoff;
+                    while StdInstant::now() < until {
+                        if self.stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            tracing::info!(
+                                partition = origin.partition,
+                                "stopping during a takeover"
+                            );
+                            return None;
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
             }

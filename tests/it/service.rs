@@ -117,6 +117,11 @@ impl Running {
         let _ = self.0.wait();
     }
 
+    /// What the process has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.1.path()).unwrap_or_default()
+    }
+
     /// Waits for the exit, failing the test after `limit`.
     pub fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
         let deadline = std::time::Instant::now() + limit;
@@ -655,4 +660,58 @@ async fn a_late_event_for_an_evicted_case_restores_it_by_its_id() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_stops_on_a_permanent_error_and_on_sigterm() {
+    let topics = TestTopics::new(1, 1).await;
+    let topic = topics.name(0).to_string();
+    let db = TestDb::new().await;
+    produce(&db, &topic, &simulated_lines(5, 1, 0.01)[..10]).await;
+    // A database that was never migrated: no retry can fix it.
+    let mut child = spawn(
+        service(&db, &topic)
+            .env(
+                "CASEWATCH__CLICKHOUSE__DATABASE",
+                format!("{}_missing", db.name),
+            )
+            .arg("run"),
+    );
+    let status = child.wait(Duration::from_secs(60));
+    assert!(!status.success());
+    assert!(
+        child.log().contains("run `casewatch migrate`"),
+        "{}",
+        child.log()
+    );
+
+    // ClickHouse unreachable: the takeover retries, and SIGTERM still stops the service.
+    let mut child = spawn(
+        service(&db, &topic)
+            .env(
+                "CASEWATCH__CLICKHOUSE__URL",
+                format!("http://127.0.0.1:{}", free_port()),
+            )
+            .arg("run"),
+    );
+    let limit = std::time::Instant::now() + Duration::from_secs(60);
+    while !child.log().contains("cannot rebuild partition") {
+        assert!(
+            std::time::Instant::now() < limit,
+            "no takeover attempt: {}",
+            child.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let stopped = std::time::Instant::now();
+    assert!(
+        child.wait(Duration::from_secs(15)).success(),
+        "{}",
+        child.log()
+    );
+    assert!(stopped.elapsed() < Duration::from_secs(12));
 }
