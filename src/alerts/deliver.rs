@@ -554,6 +554,7 @@ impl Dispatcher {
             client,
             metrics,
             records: records_tx,
+            marks: HashMap::new(),
             queues,
             tracks: HashMap::new(),
             at_rest: HashMap::new(),
@@ -650,6 +651,17 @@ async fn write_records(writer: ClickhouseWriter, mut rx: mpsc::UnboundedReceiver
     }
 }
 
+/// `outbox_marks`: a partition's alerts up to this version are settled.
+#[derive(Debug, Row, Serialize, Deserialize)]
+struct OutboxMark {
+    topic: String,
+    partition: u32,
+    settled_version: u64,
+    version: u64,
+}
+
+impl crate::sinks::clickhouse::writer::MonthPartitioned for OutboxMark {}
+
 /// What `alert_deliveries` says: (alert, webhook, round, revocation) → phase.
 type Known = HashMap<(String, String, u32, u8), Phase>;
 
@@ -672,6 +684,8 @@ struct State {
     client: ::clickhouse::Client,
     metrics: Arc<Metrics>,
     records: mpsc::UnboundedSender<DeliveryRecord>,
+    /// Per (topic, partition): the alert version up to which everything is settled.
+    marks: HashMap<(String, u32), u64>,
     queues: HashMap<String, mpsc::Sender<Job>>,
     /// Tracks with a job queued or running, with their alert rows.
     tracks: HashMap<(String, String), Track>,
@@ -855,6 +869,7 @@ impl State {
         &mut self,
         topic: &str,
         partition: u32,
+        mark: u64,
     ) -> Result<Known, ::clickhouse::error::Error> {
         let rows: Vec<Recorded> = self
             .client
@@ -864,11 +879,12 @@ impl State {
                  maxIf(attempted_at, outcome = 'exhausted') AS exhausted_at, \
                  min(attempted_at) AS first_at FROM alert_deliveries \
                  WHERE outcome != 'retry' AND alert_id IN \
-                 (SELECT alert_id FROM alerts WHERE topic = ? AND partition = ?) \
+                 (SELECT alert_id FROM alerts WHERE topic = ? AND partition = ? AND version > ?) \
                  GROUP BY alert_id, webhook, round, revocation",
             )
             .bind(topic)
             .bind(partition)
+            .bind(mark)
             .fetch_all()
             .await?;
         let now = chrono::Utc::now().timestamp();
@@ -932,19 +948,100 @@ impl State {
         partitions: &[(String, u32)],
     ) -> Result<(), ::clickhouse::error::Error> {
         for (topic, partition) in partitions {
-            let known = self.recorded_phases(topic, *partition).await?;
+            let mark = self.mark(topic, *partition).await?;
+            let known = self.recorded_phases(topic, *partition, mark).await?;
             let alerts: Vec<AlertRecord> = self
                 .client
-                .query("SELECT ?fields FROM alerts FINAL WHERE topic = ? AND partition = ?")
+                .query("SELECT ?fields FROM alerts FINAL WHERE topic = ? AND partition = ? AND version > ?")
                 .bind(topic)
                 .bind(*partition)
+                .bind(mark)
                 .fetch_all()
                 .await?;
-            for a in alerts {
-                self.update(&a, Some(&known));
+            // Every alert below the lowest unsettled one is settled: the next scan starts there.
+            let mut next = alerts.iter().map(|a| a.version).max().unwrap_or(mark);
+            for a in &alerts {
+                self.update(a, Some(&known));
+                if !self.settled(a) {
+                    next = next.min(a.version.saturating_sub(1));
+                }
+            }
+            if next > mark {
+                self.set_mark(topic, *partition, next).await;
             }
         }
         Ok(())
+    }
+
+    /// The version up to which a partition's alerts are settled (0: none recorded yet).
+    async fn mark(
+        &mut self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<u64, ::clickhouse::error::Error> {
+        if let Some(&m) = self.marks.get(&(topic.to_string(), partition)) {
+            return Ok(m);
+        }
+        let m: Option<u64> = self
+            .client
+            .query(
+                "SELECT settled_version FROM outbox_marks FINAL WHERE topic = ? AND partition = ?",
+            )
+            .bind(topic)
+            .bind(partition)
+            .fetch_optional()
+            .await?;
+        let m = m.unwrap_or(0);
+        self.marks.insert((topic.to_string(), partition), m);
+        Ok(m)
+    }
+
+    /// Records a partition's new mark (a failed write is retried by the next scan).
+    async fn set_mark(&mut self, topic: &str, partition: u32, settled_version: u64) {
+        let row = OutboxMark {
+            topic: topic.to_string(),
+            partition,
+            settled_version,
+            version: crate::pipeline::VERSIONS.next(),
+        };
+        let writer = ClickhouseWriter::new(self.client.clone()).with_max_attempts(3);
+        match writer.insert_all("outbox_marks", &[row]).await {
+            Ok(()) => {
+                self.marks
+                    .insert((topic.to_string(), partition), settled_version);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot record the outbox mark; the next scan retries")
+            }
+        }
+    }
+
+    /// Whether nothing is left to send for an alert, on any webhook it is routed to: its
+    /// current round's raise delivered or failed (and, once revoked, its revocation too), or
+    /// revoked before its raise was ever sent.
+    fn settled(&self, alert: &AlertRecord) -> bool {
+        let done = |p: Phase| matches!(p, Phase::Delivered | Phase::Failed);
+        super::route(&self.cfg.alerts, alert)
+            .into_iter()
+            .all(|hook| {
+                let key = (alert.alert_id.clone(), hook.to_string());
+                let (round, raise, revoke) = match self.tracks.get(&key) {
+                    Some(t) => (t.round, t.raise, t.revoke),
+                    None => match self.at_rest.get(&rest_key(&key)) {
+                        Some(&phases) => phases,
+                        None => (alert.round, Phase::None, Phase::None),
+                    },
+                };
+                if round != alert.round {
+                    return false;
+                }
+                match (alert.revoked == 1, raise) {
+                    (false, r) => done(r),
+                    // Revoked: a raise never delivered is not sent any more.
+                    (true, Phase::Delivered) => done(revoke),
+                    (true, r) => r != Phase::InFlight,
+                }
+            })
     }
 }
 
@@ -1056,6 +1153,7 @@ mod tests {
             client: ::clickhouse::Client::default(),
             metrics: Arc::new(Metrics::default()),
             records: mpsc::unbounded_channel().0,
+            marks: HashMap::new(),
             queues: HashMap::from([("chief".to_string(), tx)]),
             tracks: HashMap::new(),
             at_rest: HashMap::new(),

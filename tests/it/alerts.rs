@@ -1060,3 +1060,77 @@ async fn raised_revoked_and_raised_again_the_last_message_says_it_holds() {
     );
     child.kill();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_added_later_starts_from_now() {
+    let db = TestDb::new().await;
+    let topics = TestTopics::new(1, 1).await;
+    let topic = topics.name(0).to_string();
+    run_ok(casewatch(&db).arg("migrate"));
+    let old = Receiver::start(vec![], ok()).await;
+    let new = Receiver::start(vec![], ok()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let before = config(
+        dir.path(),
+        &[hook("old", &old.url, "generic", "")],
+        &["webhooks = [\"old\"]"],
+    );
+    produce(&db, &topic, &overcharged_cases("HIST", 3)).await;
+    let mut child = spawn(service(&db, &topic).arg("--config").arg(&before).arg("run"));
+    let limit = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        // Settled: the partition's mark covers every alert written so far.
+        let marked: Option<u8> = db
+            .client()
+            .query("SELECT toUInt8(any(settled_version) >= (SELECT max(version) FROM alerts)) FROM outbox_marks FINAL")
+            .fetch_optional()
+            .await
+            .unwrap();
+        if old.requests().len() == 3 && marked == Some(1) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < limit,
+            "{} requests, mark {marked:?}",
+            old.requests().len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    assert!(child.wait(Duration::from_secs(60)).success());
+
+    // A second webhook and its route: it gets the new card, not the history.
+    let dir2 = tempfile::tempdir().unwrap();
+    let after = config(
+        dir2.path(),
+        &[
+            hook("old", &old.url, "generic", ""),
+            hook("new", &new.url, "generic", ""),
+        ],
+        &["webhooks = [\"old\", \"new\"]"],
+    );
+    produce(&db, &topic, &overcharged_cases("NOW", 1)).await;
+    let mut child = spawn(service(&db, &topic).arg("--config").arg(&after).arg("run"));
+    let limit = std::time::Instant::now() + Duration::from_secs(60);
+    while new.requests().is_empty() || old.requests().len() < 4 {
+        assert!(
+            std::time::Instant::now() < limit,
+            "the new card was not delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Several outbox scans later (rescan_secs = 2), still only the new card.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let cases = |r: &Receiver| {
+        r.requests()
+            .iter()
+            .map(|q| q.json()["case_id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(cases(&new), vec!["NOW-0".to_string()]);
+    assert_eq!(old.requests().len(), 4, "{:?}", cases(&old));
+    child.kill();
+}

@@ -4,7 +4,7 @@
 use ::clickhouse::Client;
 
 /// The migrations, embedded: (version, name, SQL).
-pub(crate) const MIGRATIONS: [(u32, &str, &str); 6] = [
+pub(crate) const MIGRATIONS: [(u32, &str, &str); 7] = [
     (
         1,
         "tables",
@@ -34,6 +34,11 @@ pub(crate) const MIGRATIONS: [(u32, &str, &str); 6] = [
         6,
         "events_by_case",
         include_str!("../../../schemas/clickhouse/0006_events_by_case.sql"),
+    ),
+    (
+        7,
+        "outbox_marks",
+        include_str!("../../../schemas/clickhouse/0007_outbox_marks.sql"),
     ),
 ];
 
