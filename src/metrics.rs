@@ -79,7 +79,12 @@ pub(crate) struct Metrics {
     /// From the triggering instant (detection or revocation) to a delivered answer.
     pub(crate) delivery_latency: Summary,
     calendar: Mutex<CalendarReport>,
+    /// Since when this consumer has had no partition (None: it has some).
+    unassigned_since: Mutex<Option<std::time::Instant>>,
 }
+
+/// `/readyz` mentions a consumer without partitions after this long.
+const UNASSIGNED_REPORT_SECS: u64 = 30;
 
 /// Calendar coverage as the service reports it (SPEC §2, "Calendar coverage").
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -157,6 +162,47 @@ impl Metrics {
             Some(v) => c.insert(partition, v),
             None => c.remove(&partition),
         };
+    }
+
+    /// Whether partitions are assigned to this consumer (a consumer with none is still ready:
+    /// a group can have more members than partitions).
+    pub(crate) fn set_assigned(&self, assigned: bool, now: std::time::Instant) {
+        let mut since = self
+            .unassigned_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match (assigned, *since) {
+            (true, _) => *since = None,
+            (false, None) => *since = Some(now),
+            (false, Some(_)) => {}
+        }
+    }
+
+    /// The body of a ready `/readyz`: "ready", then what an operator should know while the
+    /// service stays ready — partitions catching up, calendar findings (SPEC §2), and no
+    /// partition assigned for a while (a consumer-group problem, or more members than
+    /// partitions).
+    pub(crate) fn ready_report(&self, now: std::time::Instant) -> String {
+        let mut body = "ready\n".to_string();
+        let catching_up = self.partitions_catching_up();
+        if !catching_up.is_empty() {
+            body.push_str(&format!("catching up: partitions {catching_up:?} (engine time follows their events; their cards wait)\n"));
+        }
+        for line in self.calendar_lines() {
+            body.push_str(&line);
+            body.push('\n');
+        }
+        let since = *self
+            .unassigned_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(since) = since {
+            let secs = now.saturating_duration_since(since).as_secs();
+            if secs >= UNASSIGNED_REPORT_SECS {
+                body.push_str(&format!("no partitions assigned for {secs} s (more members than partitions, or a group that does not rebalance)\n"));
+            }
+        }
+        body
     }
 
     /// The partitions catching up, ascending.
@@ -372,17 +418,7 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, metrics: std::sync:
                 "/readyz"
                     if metrics.ready.load(Ordering::Relaxed) && metrics.broker_up.get() == 1 =>
                 {
-                    // Calendar findings are reported while staying ready (SPEC §2).
-                    let mut body = "ready\n".to_string();
-                    let catching_up = metrics.partitions_catching_up();
-                    if !catching_up.is_empty() {
-                        body.push_str(&format!("catching up: partitions {catching_up:?} (engine time follows their events; their cards wait)\n"));
-                    }
-                    for line in metrics.calendar_lines() {
-                        body.push_str(&line);
-                        body.push('\n');
-                    }
-                    ("200 OK", body)
+                    ("200 OK", metrics.ready_report(std::time::Instant::now()))
                 }
                 "/readyz" if metrics.ready.load(Ordering::Relaxed) => (
                     "503 Service Unavailable",
@@ -398,5 +434,28 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, metrics: std::sync:
             );
             let _ = socket.write_all(response.as_bytes()).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readyz_reports_a_consumer_without_partitions_after_a_while() {
+        let m = Metrics::default();
+        let t0 = std::time::Instant::now();
+        assert_eq!(m.ready_report(t0), "ready\n");
+        m.set_assigned(false, t0);
+        assert_eq!(
+            m.ready_report(t0 + std::time::Duration::from_secs(10)),
+            "ready\n"
+        );
+        let later = m.ready_report(t0 + std::time::Duration::from_secs(45));
+        assert!(later.contains("no partitions assigned for 45 s"), "{later}");
+        m.set_assigned(true, t0);
+        m.set_catching_up(3, Some(true));
+        let report = m.ready_report(t0 + std::time::Duration::from_secs(45));
+        assert_eq!(report, "ready\ncatching up: partitions [3] (engine time follows their events; their cards wait)\n");
     }
 }
