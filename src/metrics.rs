@@ -289,6 +289,34 @@ impl Metrics {
                 "casewatch_events_dead_lettered_total{{reason=\"{reason}\"}} {n}\n"
             ));
         }
+        self.render_partitions(&mut out);
+        out.push_str(&format!(
+            "# HELP casewatch_flush_seconds time to write a batch\n# TYPE casewatch_flush_seconds summary\n\
+             casewatch_flush_seconds_sum {}\ncasewatch_flush_seconds_count {}\n",
+            self.flush_seconds.micros.load(Ordering::Relaxed) as f64 / 1e6,
+            self.flush_seconds.count.load(Ordering::Relaxed)
+        ));
+        out.push_str(&format!(
+            "# HELP casewatch_cases_evicted_total ended cases that left memory after their retention\n# TYPE casewatch_cases_evicted_total counter\ncasewatch_cases_evicted_total {}\n",
+            self.cases_evicted.get()
+        ));
+        out.push_str(&format!(
+            "# HELP casewatch_open_cases open cases held by the engines\n# TYPE casewatch_open_cases gauge\ncasewatch_open_cases {}\n",
+            self.cases_in_memory.get()
+        ));
+        self.render_alerts(&mut out);
+        self.render_calendar(&mut out);
+        out.push_str(&format!(
+            "# HELP casewatch_broker_up whether the broker answered last time\n# TYPE casewatch_broker_up gauge\ncasewatch_broker_up {}\n",
+            self.broker_up.get()
+        ));
+        out
+    }
+}
+
+impl Metrics {
+    /// Lag and catch-up state per partition.
+    fn render_partitions(&self, out: &mut String) {
         out.push_str(
             "# HELP casewatch_partition_lag messages behind the high watermark, per partition\n",
         );
@@ -310,20 +338,10 @@ impl Metrics {
                 u8::from(*c)
             ));
         }
-        out.push_str(&format!(
-            "# HELP casewatch_flush_seconds time to write a batch\n# TYPE casewatch_flush_seconds summary\n\
-             casewatch_flush_seconds_sum {}\ncasewatch_flush_seconds_count {}\n",
-            self.flush_seconds.micros.load(Ordering::Relaxed) as f64 / 1e6,
-            self.flush_seconds.count.load(Ordering::Relaxed)
-        ));
-        out.push_str(&format!(
-            "# HELP casewatch_cases_evicted_total ended cases that left memory after their retention\n# TYPE casewatch_cases_evicted_total counter\ncasewatch_cases_evicted_total {}\n",
-            self.cases_evicted.get()
-        ));
-        out.push_str(&format!(
-            "# HELP casewatch_open_cases open cases held by the engines\n# TYPE casewatch_open_cases gauge\ncasewatch_open_cases {}\n",
-            self.cases_in_memory.get()
-        ));
+    }
+
+    /// Alerts handed over, delivery attempts by outcome, delivery latency.
+    fn render_alerts(&self, out: &mut String) {
         out.push_str("# HELP casewatch_alerts_raised_total alerts handed to delivery\n# TYPE casewatch_alerts_raised_total counter\n");
         for ((kind, level), n) in self
             .alerts_raised
@@ -352,16 +370,8 @@ impl Metrics {
             self.delivery_latency.micros.load(Ordering::Relaxed) as f64 / 1e6,
             self.delivery_latency.count.load(Ordering::Relaxed)
         ));
-        self.render_calendar(&mut out);
-        out.push_str(&format!(
-            "# HELP casewatch_broker_up whether the broker answered last time\n# TYPE casewatch_broker_up gauge\ncasewatch_broker_up {}\n",
-            self.broker_up.get()
-        ));
-        out
     }
-}
 
-impl Metrics {
     fn render_calendar(&self, out: &mut String) {
         let report = self
             .calendar
