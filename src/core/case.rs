@@ -724,33 +724,70 @@ impl CaseState {
         anomalies.set(AnomalyKind::Backfilled, rare.backfilled_at.get());
         anomalies.set(AnomalyKind::Overcharge, rare.overcharge_at.get());
 
-        // late_acceptance: intake not ended within 5 working days of submission.
-        if let Some(s) = self.submitted_at.get() {
-            // An intake that ended within LATE_ACCEPTANCE - 1 day of wall time cannot have
-            // taken 5 working days (a working day is at most a day of local time, and a zone's
-            // offset moves by less than a day): skip the calendar.
-            let quick = self
-                .intake_end
-                .get()
-                .is_some_and(|e| e - s < thresholds::LATE_ACCEPTANCE - DAY);
-            let limit = if quick {
-                i64::MAX
-            } else {
-                let limit = cal.add_working(s, thresholds::LATE_ACCEPTANCE, DayUnit::Working);
-                span.cover_rule(s, limit, self.intake_end.get());
-                limit
-            };
-            match self.intake_end.get() {
-                Some(e) if e > limit => anomalies.set(AnomalyKind::LateAcceptance, Some(limit)),
-                Some(_) => {}
-                None if now > limit => anomalies.set(AnomalyKind::LateAcceptance, Some(limit)),
-                None => next.offer(limit),
+        anomalies.set(
+            AnomalyKind::LateAcceptance,
+            self.late_acceptance(cal, now, &mut next, &mut span),
+        );
+        anomalies.set(
+            AnomalyKind::SpecialProcedureOverrun,
+            Self::special_procedure_overrun(&rare.pauses, end_at, cal, now, &mut next, &mut span),
+        );
+
+        facts.anomalies = anomalies;
+        facts.next_change = next.0.into();
+        facts.provisional_year = span.0.and_then(|(a, b)| cal.first_uncovered_year(a, b));
+        facts
+    }
+}
+
+impl CaseState {
+    /// `late_acceptance`: the intake did not end within 5 working days of the submission.
+    /// Its detected_at, if it holds; else the limit is offered as the next change.
+    fn late_acceptance(
+        &self,
+        cal: &WorkCalendar,
+        now: Instant,
+        next: &mut NextChange,
+        span: &mut CalendarSpan,
+    ) -> Option<Instant> {
+        let s = self.submitted_at.get()?;
+        // An intake that ended within LATE_ACCEPTANCE - 1 day of wall time cannot have
+        // taken 5 working days (a working day is at most a day of local time, and a zone's
+        // offset moves by less than a day): skip the calendar.
+        let quick = self
+            .intake_end
+            .get()
+            .is_some_and(|e| e - s < thresholds::LATE_ACCEPTANCE - DAY);
+        let limit = if quick {
+            i64::MAX
+        } else {
+            let limit = cal.add_working(s, thresholds::LATE_ACCEPTANCE, DayUnit::Working);
+            span.cover_rule(s, limit, self.intake_end.get());
+            limit
+        };
+        match self.intake_end.get() {
+            Some(e) if e > limit => Some(limit),
+            Some(_) => None,
+            None if now > limit => Some(limit),
+            None => {
+                next.offer(limit);
+                None
             }
         }
+    }
 
-        // special_procedure_overrun: a special-procedure pause longer than its approved days.
+    /// `special_procedure_overrun`: a special-procedure pause longer than its approved days.
+    /// The earliest overrun limit, if any holds; pending limits are offered as next changes.
+    fn special_procedure_overrun(
+        pauses: &[Pause],
+        end_at: Option<Instant>,
+        cal: &WorkCalendar,
+        now: Instant,
+        next: &mut NextChange,
+        span: &mut CalendarSpan,
+    ) -> Option<Instant> {
         let mut overrun: Option<Instant> = None;
-        for p in &rare.pauses {
+        for p in pauses {
             let (PauseReason::SpecialProcedure, Some(days)) = (p.reason, p.approved_days) else {
                 continue;
             };
@@ -769,12 +806,7 @@ impl CaseState {
                 None => next.offer(limit),
             }
         }
-        anomalies.set(AnomalyKind::SpecialProcedureOverrun, overrun);
-
-        facts.anomalies = anomalies;
-        facts.next_change = next.0.into();
-        facts.provisional_year = span.0.and_then(|(a, b)| cal.first_uncovered_year(a, b));
-        facts
+        overrun
     }
 }
 
