@@ -288,6 +288,11 @@ pub(crate) struct PipelineConfig {
     /// A partition more than this many messages behind its log end is catching up: its engine
     /// time follows its events, not the wall clock (SPEC §2, "Catching up").
     pub(crate) catch_up_lag: i64,
+    /// A partition's engine state is snapshotted to ClickHouse (after a flush, before the
+    /// checkpoint that refers to it) at most every this many events handed in ...
+    pub(crate) snapshot_every_events: u64,
+    /// ... or this many seconds, whichever comes first (SPEC §7). 0 turns snapshots off.
+    pub(crate) snapshot_every_secs: u64,
 }
 
 /// `[http]`.

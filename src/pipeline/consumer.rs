@@ -22,7 +22,7 @@ use tokio::runtime::Handle;
 use super::flush::FlushPipeline;
 use super::kafka::{consumer_config, DeadLetters};
 use super::rebalance::{lock, Context, Shared};
-use super::{calendar_report, Handled, PartitionProcessor};
+use super::{calendar_report, snapshots, Handled, PartitionProcessor};
 use crate::alerts::deliver::Dispatcher;
 use crate::config::{ClockMode, Config};
 use crate::core::calendar::WorkCalendar;
@@ -265,7 +265,16 @@ impl ConsumerLoop {
             // The case's events are read back from ClickHouse: let the write land first.
             s.finish_flush()?;
             if let Some(p) = s.processors.get_mut(&partition) {
-                restore_evicted(p, payload, &s.rt, s.flush.writer().client())?;
+                if let Ok(e) = crate::core::event::parse_event(payload, i64::MAX / 4) {
+                    let client = s.flush.writer().client();
+                    s.rt.block_on(snapshots::restore_case(
+                        client,
+                        &p.origin,
+                        &mut p.engine,
+                        &e.case_id,
+                        offset,
+                    ))?;
+                }
                 handled = p.handle(offset, payload, self.wall.now, Some(key));
             }
         }
@@ -304,6 +313,7 @@ impl ConsumerLoop {
         }
         self.publish_gauges();
         if self.timers.lag.due(now) {
+            self.drop_lost_partitions();
             let caught_up = self.measure_lag();
             self.rescan_alerts(now, &caught_up);
         }
@@ -365,6 +375,44 @@ impl ConsumerLoop {
             for line in self.metrics.calendar_lines() {
                 tracing::warn!("{line}");
             }
+        }
+    }
+
+    /// Partitions another consumer has taken over since (it claimed a newer epoch, SPEC §7):
+    /// this one drops their state and unwritten rows, so it writes nothing more for them (and
+    /// what it wrote late loses against the new owner's rows by its versions).
+    fn drop_lost_partitions(&self) {
+        let mut s = lock(&self.shared);
+        if s.processors.is_empty() {
+            return;
+        }
+        let client = s.flush.writer().client().clone();
+        let claimed = match s
+            .rt
+            .block_on(snapshots::claimed_epochs(&client, &self.cfg.kafka.topic))
+        {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the partitions' owners; checked again later");
+                return;
+            }
+        };
+        let lost: Vec<(i32, u64, u64)> = s
+            .processors
+            .iter()
+            .filter_map(|(&partition, p)| {
+                let newest = *claimed.get(&p.origin.partition)?;
+                (newest > p.epoch).then_some((partition, p.epoch, newest))
+            })
+            .collect();
+        for (partition, epoch, newest) in lost {
+            tracing::warn!(
+                partition,
+                epoch,
+                newest,
+                "partition taken over by another consumer: its state and unwritten rows are dropped here"
+            );
+            s.forget_partition(partition);
         }
     }
 
@@ -555,36 +603,4 @@ fn catch_up_state(
         }
     }
     metrics.set_catching_up(partition, Some(catching_up));
-}
-
-/// Brings an evicted case back from the events stored in ClickHouse.
-fn restore_evicted(
-    p: &mut PartitionProcessor,
-    payload: &[u8],
-    rt: &Handle,
-    client: &::clickhouse::Client,
-) -> anyhow::Result<()> {
-    let case_id = match crate::core::event::parse_event(payload, i64::MAX / 4) {
-        Ok(e) => e.case_id,
-        Err(_) => return Ok(()),
-    };
-    let payloads: Vec<String> = rt.block_on(
-        client
-            .query("SELECT payload FROM events_by_case FINAL WHERE case_id = ? AND topic = ? AND partition = ? ORDER BY offset")
-            .bind(case_id.as_str())
-            .bind(&p.origin.topic)
-            .bind(p.origin.partition)
-            .fetch_all::<String>(),
-    )?;
-    let mut scratch = Engine::new(p.engine.rules().clone(), p.engine.calendars().clone());
-    for raw in &payloads {
-        if let Ok(e) = crate::core::event::parse_event(raw.as_bytes(), i64::MAX / 4) {
-            scratch.apply(&e);
-        }
-    }
-    match scratch.snapshot_case(&case_id) {
-        Some(snapshot) => p.engine.restore_case(&snapshot),
-        None => p.engine.forget_eviction(&case_id),
-    }
-    Ok(())
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant as StdInstant};
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
-use super::VERSIONS;
+use super::FLUSH_COUNTER;
 use crate::sinks::clickhouse::rows::{AlertRecord, Batch};
 use crate::sinks::clickhouse::{ClickhouseWriter, SinkError};
 
@@ -78,12 +78,16 @@ impl FlushPipeline {
         offsets: Vec<(i32, i64)>,
     ) -> anyhow::Result<Option<Landed>> {
         let landed = self.finish()?;
-        batch.set_version(VERSIONS.next());
+        batch.set_version(FLUSH_COUNTER.next());
         let rows = batch.rows();
         let writer = self.writer.clone();
         // The batch is serialized, sent and dropped on the runtime's threads.
         let task = self.rt.spawn(async move {
             writer.write(&batch).await?;
+            if !batch.snapshots.is_empty() {
+                // The checkpoints now refer to the new snapshots.
+                super::snapshots::drop_superseded(writer.client(), &batch.snapshots).await;
+            }
             Ok(std::mem::take(&mut batch.alerts))
         });
         self.in_flight = Some(InFlight {

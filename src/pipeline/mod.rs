@@ -14,35 +14,40 @@ pub(crate) mod kafka;
 mod rebalance;
 pub(crate) mod replay;
 pub(crate) mod service;
+pub(crate) mod snapshots;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::time::Instant as StdInstant;
+
 use crate::core::engine::{ApplyOutcome, Engine};
-use crate::core::event::{event_text, parse_event, parse_event_text, Reason};
+use crate::core::event::{event_text, parse_event_text, Reason};
 use crate::core::rules::AnomalyKind;
 use crate::sinks::clickhouse::rows::{
     datetime, AlertRecord, AnomalyRecord, Batch, CheckpointRecord, DeadLetterRecord, EventRecord,
-    Origin,
+    Origin, SnapshotRecord,
 };
+use snapshots::{SnapshotPolicy, SnapshotRef};
 
-/// Versions of written rows: nanoseconds of the wall clock, strictly increasing in a process.
-/// A restarted process writes later versions than the one before it (clocks do not run back
-/// by more than the restart takes).
+/// A clock that never repeats a value: `now()`, or one more than the last value when the
+/// clock has not moved (or ran back).
 pub(crate) struct VersionClock {
     last: AtomicU64,
+    now: fn() -> u64,
 }
 
 impl VersionClock {
-    /// A clock that never goes below `floor`.
-    pub(crate) const fn new(floor: u64) -> Self {
+    /// A clock reading `now`.
+    pub(crate) const fn new(now: fn() -> u64) -> Self {
         Self {
-            last: AtomicU64::new(floor),
+            last: AtomicU64::new(0),
+            now,
         }
     }
 
-    /// The next version.
+    /// The next value.
     pub(crate) fn next(&self) -> u64 {
-        let now = u64::try_from(chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)).unwrap_or(0);
+        let now = (self.now)();
         let mut prev = self.last.load(Ordering::Relaxed);
         loop {
             let v = now.max(prev + 1);
@@ -57,8 +62,24 @@ impl VersionClock {
     }
 }
 
-/// The process-wide version clock.
-pub(crate) static VERSIONS: VersionClock = VersionClock::new(0);
+fn wall_nanos() -> u64 {
+    u64::try_from(chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)).unwrap_or(0)
+}
+
+/// Milliseconds since 2020-01-01 UTC.
+fn millis_since_2020() -> u64 {
+    const Y2020_MILLIS: i64 = 1_577_836_800_000;
+    u64::try_from(chrono::Utc::now().timestamp_millis() - Y2020_MILLIS).unwrap_or(0)
+}
+
+/// Versions of rows outside the partitions' flushes (the dispatcher's outbox marks and
+/// delivery state): nanoseconds of the wall clock. A restarted process writes later versions
+/// than the one before it (clocks do not run back by more than the restart takes).
+pub(crate) static VERSIONS: VersionClock = VersionClock::new(wall_nanos);
+
+/// The counter part of a flush's fenced row versions (see
+/// [`crate::sinks::clickhouse::rows::fenced_version`]): milliseconds, never repeating.
+pub(crate) static FLUSH_COUNTER: VersionClock = VersionClock::new(millis_since_2020);
 
 /// What happened to one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +108,14 @@ pub(crate) struct PartitionProcessor {
     /// More than `pipeline.catch_up_lag` messages behind the log end (SPEC §2): engine time
     /// follows the events. A partition starts catching up until its lag is known.
     pub(crate) catching_up: bool,
+    /// This processor's ownership epoch of the partition (claimed at takeover).
+    pub(crate) epoch: u64,
+    /// The snapshot the checkpoints refer to.
+    pub(crate) snapshot: SnapshotRef,
+    snapshot_policy: SnapshotPolicy,
+    /// Messages handed in since the last snapshot (or re-applied at takeover without one).
+    since_snapshot: u64,
+    last_snapshot: StdInstant,
 }
 
 impl PartitionProcessor {
@@ -106,6 +135,11 @@ impl PartitionProcessor {
             file,
             pending_bytes: 0,
             catching_up: true,
+            epoch: 0,
+            snapshot: SnapshotRef::default(),
+            snapshot_policy: SnapshotPolicy::OFF,
+            since_snapshot: 0,
+            last_snapshot: StdInstant::now(),
         }
     }
 
@@ -120,6 +154,7 @@ impl PartitionProcessor {
     ) -> Handled {
         self.next_offset = self.next_offset.max(offset + 1);
         self.pending_bytes += raw.len();
+        self.since_snapshot += 1;
         let parsed = event_text(raw)
             .and_then(|text| Ok((text, parse_event_text(text, wall_now)?)))
             .and_then(|(text, event)| match key {
@@ -187,15 +222,67 @@ impl PartitionProcessor {
         let changes = self.engine.take_changes();
         let rules = self.engine.rules().clone();
         batch.add_changes(&changes, self.engine.syms(), &rules, &self.origin);
+        batch.snapshots = self.snapshot_if_due();
         batch.checkpoints.push(CheckpointRecord {
             topic: self.origin.topic.clone(),
             partition: self.origin.partition,
             next_offset: self.next_offset,
             engine_time: datetime(self.engine.now()),
             version: 0,
+            epoch: self.epoch,
+            snapshot_epoch: self.snapshot.epoch,
+            snapshot_offset: self.snapshot.offset,
         });
         self.checkpoint = self.next_offset;
         batch
+    }
+
+    /// The rows of a snapshot of the engine as drained (nothing pending), when one is due;
+    /// the checkpoint drained with it refers to it.
+    fn snapshot_if_due(&mut self) -> Vec<SnapshotRecord> {
+        let fresh = self.snapshot
+            != SnapshotRef {
+                epoch: self.epoch,
+                offset: self.next_offset,
+            };
+        if !fresh
+            || self.next_offset == 0
+            || !self
+                .snapshot_policy
+                .due(self.since_snapshot, self.last_snapshot)
+        {
+            return Vec::new();
+        }
+        let started = StdInstant::now();
+        let state = self.engine.export_snapshot();
+        let bytes = match state.encode() {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::warn!(partition = self.origin.partition, error = %e, "cannot encode a state snapshot; the takeover re-applies more events");
+                return Vec::new();
+            }
+        };
+        self.snapshot = SnapshotRef {
+            epoch: self.epoch,
+            offset: self.next_offset,
+        };
+        self.since_snapshot = 0;
+        self.last_snapshot = StdInstant::now();
+        tracing::debug!(
+            partition = self.origin.partition,
+            offset = self.next_offset,
+            cases = state.case_count(),
+            bytes = bytes.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "state snapshot taken"
+        );
+        SnapshotRecord::pieces(
+            &self.origin,
+            self.epoch,
+            self.next_offset,
+            state.case_count() as u64,
+            &bytes,
+        )
     }
 
     /// Events handed in since the last drain.
@@ -209,45 +296,71 @@ impl PartitionProcessor {
     }
 }
 
-/// Reads a partition's checkpoint and stored events and rebuilds its engine from them, then
-/// repairs what an unfinished flush may have left behind (see `repair_unfinished_flush`).
+/// A partition's checkpoint as stored.
+#[derive(Debug, Clone, Copy, Default, ::clickhouse::Row, serde::Deserialize)]
+struct StoredCheckpoint {
+    next_offset: u64,
+    engine_time: u32,
+    version: u64,
+    epoch: u64,
+    snapshot_epoch: u64,
+    snapshot_offset: u64,
+}
+
+/// Takes a partition over: claims its next ownership epoch, restores its engine from the
+/// snapshot its checkpoint refers to (none, or one that cannot be read: from nothing) and the
+/// stored events after it up to the checkpoint, then repairs what an unfinished flush may have
+/// left behind (see `repair_unfinished_flush`).
 pub(crate) async fn rebuild(
     client: &::clickhouse::Client,
     origin: Origin,
     mut engine: Engine,
     file: Option<String>,
+    policy: SnapshotPolicy,
 ) -> Result<PartitionProcessor, ::clickhouse::error::Error> {
-    let checkpoint: Option<(u64, u32, u64)> = client
-        .query("SELECT next_offset, toUInt32(engine_time), version FROM checkpoints FINAL WHERE topic = ? AND partition = ?")
+    let stored: StoredCheckpoint = client
+        .query("SELECT next_offset, toUInt32(engine_time) AS engine_time, version, epoch, snapshot_epoch, snapshot_offset FROM checkpoints FINAL WHERE topic = ? AND partition = ?")
         .bind(&origin.topic)
         .bind(origin.partition)
-        .fetch_optional::<(u64, u32, u64)>()
-        .await?;
-    let (checkpoint, engine_time, checkpoint_version) = checkpoint.unwrap_or((0, 0, 0));
+        .fetch_optional()
+        .await?
+        .unwrap_or_default();
+    let epoch = snapshots::claim_epoch(client, &origin, stored.epoch).await?;
+    let checkpoint = stored.next_offset;
+    let mut snapshot = SnapshotRef::default();
+    let mut reapplied = 0;
     if checkpoint > 0 {
-        let mut cursor = client
-            .query("SELECT payload FROM events FINAL WHERE topic = ? AND partition = ? AND offset < ? ORDER BY offset")
-            .bind(&origin.topic)
-            .bind(origin.partition)
-            .bind(checkpoint)
-            .fetch::<String>()?;
-        // Stored events passed validation when they arrived; the wall clock of then is gone.
-        let any_time = i64::MAX / 4;
-        while let Some(payload) = cursor.next().await? {
-            if let Ok(e) = parse_event(payload.as_bytes(), any_time) {
-                engine.apply(&e);
-            }
+        let referred = SnapshotRef {
+            epoch: stored.snapshot_epoch,
+            offset: stored.snapshot_offset.min(checkpoint),
+        };
+        if let Some(state) = snapshots::load(client, &origin, referred).await? {
+            engine.import_snapshot(&state);
+            snapshot = referred;
         }
+        reapplied = snapshots::reapply_stored_events(
+            client,
+            &origin,
+            &mut engine,
+            snapshot.offset,
+            checkpoint,
+        )
+        .await?;
         // The rows at the checkpoint were computed at its engine time (the wall clock of then,
         // under the live clock): the rebuilt state must be that one, or an anomaly raised by
         // the clock before the checkpoint would never be revoked by a later event.
-        engine.advance_to(i64::from(engine_time));
+        engine.advance_to(i64::from(stored.engine_time));
         // Their rows were written before the checkpoint: nothing to write again.
         engine.take_changes();
         seed_rounds(client, &origin, &mut engine).await?;
     }
     let mut processor = PartitionProcessor::new(origin, engine, checkpoint, file);
-    repair_unfinished_flush(client, &mut processor, checkpoint_version).await?;
+    processor.epoch = epoch;
+    processor.snapshot = snapshot;
+    processor.snapshot_policy = policy;
+    // Many events re-applied: the next flush writes a snapshot, so the next takeover does not.
+    processor.since_snapshot = reapplied;
+    repair_unfinished_flush(client, &mut processor, stored.version).await?;
     Ok(processor)
 }
 

@@ -16,6 +16,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::runtime::Handle;
 
 use super::flush::{FlushPipeline, Landed};
+use super::snapshots::SnapshotPolicy;
 use super::{rebuild, PartitionProcessor};
 use crate::alerts::deliver::Dispatcher;
 use crate::config::Config;
@@ -70,12 +71,14 @@ impl Shared {
         }
     }
 
-    fn new_engine(&self) -> anyhow::Result<Engine> {
-        Ok(Engine::with_capacity(
-            self.cfg.rules()?,
-            self.cfg.calendars()?,
-            1 << 14,
-        ))
+    /// Forgets a partition that is no longer this consumer's: its state, unwritten rows and
+    /// uncommitted offset.
+    pub(crate) fn forget_partition(&mut self, partition: i32) {
+        self.processors.remove(&partition);
+        self.held.remove(&partition);
+        self.committable.remove(&partition);
+        self.metrics.set_lag(partition, None);
+        self.metrics.set_catching_up(partition, None);
     }
 
     /// Drains every processor (or only `only`'s) and starts writing the batch, once the write
@@ -151,36 +154,45 @@ impl Shared {
         }
         Ok(Some(offsets))
     }
+}
 
+/// What a partition's takeover needs, cloned into its task.
+#[derive(Clone)]
+struct Takeover {
+    cfg: Arc<Config>,
+    client: ::clickhouse::Client,
+    metrics: Arc<Metrics>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Takeover {
     /// Rebuilds a partition from ClickHouse, retrying while it is down (a partition is never
-    /// skipped). None after a fatal error (recorded in `fatal`: an error no retry can fix, such
-    /// as a missing database) or when the service is stopping.
-    fn rebuild_partition(&mut self, origin: &Origin) -> Option<PartitionProcessor> {
-        let client = self.flush.writer().client().clone();
+    /// skipped). Ok(None) when the service is stopping; Err for an error no retry can fix
+    /// (such as a missing database).
+    async fn rebuild(self, origin: Origin) -> Result<Option<PartitionProcessor>, String> {
+        let policy = SnapshotPolicy::from_config(&self.cfg.pipeline);
+        // Reading the stored events may take long: allow it ten write attempts' time.
+        let limit = Duration::from_secs(self.cfg.clickhouse.timeout_secs.max(1) * 10);
         let mut backoff = Duration::from_millis(200);
         loop {
-            let engine = match self.new_engine() {
-                Ok(engine) => engine,
-                Err(err) => {
-                    self.fatal = Some(format!("{err:#}"));
-                    return None;
-                }
-            };
-            // A rebuild reads the whole partition: allow it ten write attempts' time.
-            let limit = Duration::from_secs(self.cfg.clickhouse.timeout_secs.max(1) * 10);
-            let rebuilt = self.rt.block_on(async {
-                tokio::time::timeout(limit, rebuild(&client, origin.clone(), engine, None))
-                    .await
-                    .unwrap_or(Err(::clickhouse::error::Error::TimedOut))
-            });
+            let engine = Engine::with_capacity(
+                self.cfg.rules().map_err(|e| format!("{e:#}"))?,
+                self.cfg.calendars().map_err(|e| format!("{e:#}"))?,
+                1 << 14,
+            );
+            let rebuilt = tokio::time::timeout(
+                limit,
+                rebuild(&self.client, origin.clone(), engine, None, policy),
+            )
+            .await
+            .unwrap_or(Err(::clickhouse::error::Error::TimedOut));
             match rebuilt {
-                Ok(p) => return Some(p),
+                Ok(p) => return Ok(Some(p)),
                 Err(err) if !crate::sinks::clickhouse::writer::is_transient(&err) => {
-                    self.fatal = Some(format!(
+                    return Err(format!(
                         "cannot rebuild partition {} from ClickHouse ({err}): run `casewatch migrate`, or check clickhouse.url and clickhouse.database",
                         origin.partition
                     ));
-                    return None;
                 }
                 Err(err) => {
                     self.metrics.clickhouse_errors.inc();
@@ -193,9 +205,9 @@ impl Shared {
                                 partition = origin.partition,
                                 "stopping during a takeover"
                             );
-                            return None;
+                            return Ok(None);
                         }
-                        std::thread::sleep(Duration::from_millis(100));
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
@@ -247,14 +259,12 @@ impl Context {
             Err(e) => shared.fatal = Some(format!("flush on revoke failed: {e:#}")),
         }
         for p in revoked {
-            shared.processors.remove(&p);
-            shared.held.remove(&p);
-            shared.metrics.set_lag(p, None);
-            shared.metrics.set_catching_up(p, None);
+            shared.forget_partition(p);
         }
     }
 
-    /// Assigned partitions: rebuild each from ClickHouse (retrying while it is down).
+    /// Assigned partitions: rebuild each from ClickHouse (retrying while it is down), all at
+    /// once, so a partition with a long history does not hold the others back.
     fn take_over(&self, tpl: &TopicPartitionList) {
         let mut shared = lock(&self.shared);
         // Rebuilds read ClickHouse: let the write in flight land first.
@@ -262,25 +272,48 @@ impl Context {
             shared.fatal = Some(format!("flush before a takeover failed: {e:#}"));
             return;
         }
-        for e in tpl.elements() {
-            let partition = e.partition();
-            if shared.processors.contains_key(&partition) {
-                continue;
-            }
-            let origin = Origin {
+        let origins: Vec<Origin> = tpl
+            .elements()
+            .iter()
+            .filter(|e| !shared.processors.contains_key(&e.partition()))
+            .map(|e| Origin {
                 topic: e.topic().to_string(),
-                partition: partition as u32,
+                partition: e.partition() as u32,
+            })
+            .collect();
+        let takeover = Takeover {
+            cfg: Arc::new(shared.cfg.clone()),
+            client: shared.flush.writer().client().clone(),
+            metrics: shared.metrics.clone(),
+            stop: shared.stop.clone(),
+        };
+        let started = StdInstant::now();
+        let tasks: Vec<_> = origins
+            .iter()
+            .map(|o| shared.rt.spawn(takeover.clone().rebuild(o.clone())))
+            .collect();
+        for task in tasks {
+            let processor = match shared.rt.block_on(task) {
+                Ok(Ok(Some(p))) => p,
+                Ok(Ok(None)) => return,
+                Ok(Err(fatal)) => {
+                    shared.fatal = Some(fatal);
+                    return;
+                }
+                Err(e) => {
+                    shared.fatal = Some(format!("a takeover task failed: {e}"));
+                    return;
+                }
             };
-            let started = StdInstant::now();
-            let Some(processor) = shared.rebuild_partition(&origin) else {
-                return;
-            };
+            let partition = processor.origin.partition as i32;
             tracing::info!(
                 partition,
+                epoch = processor.epoch,
                 checkpoint = processor.checkpoint,
+                snapshot_offset = processor.snapshot.offset,
                 cases = processor.engine.case_count(),
                 seconds = started.elapsed().as_secs_f64(),
-                "partition assigned: state rebuilt from clickhouse"
+                "partition assigned: state restored from clickhouse"
             );
             shared.processors.insert(partition, processor);
             shared.held.insert(partition);

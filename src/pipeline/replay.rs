@@ -8,6 +8,7 @@ use std::path::Path;
 use anyhow::Context as _;
 
 use super::flush::FlushPipeline;
+use super::snapshots::SnapshotPolicy;
 use super::{rebuild, Handled};
 use crate::config::Config;
 use crate::core::calendar::Instant;
@@ -44,7 +45,13 @@ pub(crate) fn replay_file(
     };
     let engine = cfg.new_engine()?;
     let mut p = rt
-        .block_on(rebuild(&client, origin, engine, Some(name)))
+        .block_on(rebuild(
+            &client,
+            origin,
+            engine,
+            Some(name),
+            SnapshotPolicy::from_config(&cfg.pipeline),
+        ))
         .with_context(|| {
             format!(
                 "cannot read checkpoint and events from ClickHouse at {}",

@@ -742,6 +742,24 @@ impl Engine {
             .collect()
     }
 
+    /// The whole state, for persistence (take it right after `take_changes`: nothing pending).
+    pub fn export_snapshot(&self) -> snapshot::EngineSnapshot {
+        let mut evicted: Vec<u64> = self.evicted.iter().copied().collect();
+        evicted.sort_unstable();
+        snapshot::EngineSnapshot {
+            now: self.now,
+            cases: self.snapshot_cases(),
+            daily: self.snapshot_daily(),
+            evicted,
+        }
+    }
+
+    /// Restores a state exported by [`Engine::export_snapshot`] into an empty engine.
+    pub fn import_snapshot(&mut self, s: &snapshot::EngineSnapshot) {
+        self.restore(s.now, &s.cases, &s.daily);
+        self.evicted.extend(s.evicted.iter().copied());
+    }
+
     /// Restores engine time, cases and aggregates exported by the snapshot functions, into an
     /// engine that holds none of those cases. Nothing is marked changed.
     pub fn restore(

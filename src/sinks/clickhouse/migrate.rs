@@ -4,7 +4,7 @@
 use ::clickhouse::Client;
 
 /// The migrations, embedded: (version, name, SQL).
-pub(crate) const MIGRATIONS: [(u32, &str, &str); 7] = [
+pub(crate) const MIGRATIONS: [(u32, &str, &str); 8] = [
     (
         1,
         "tables",
@@ -39,6 +39,11 @@ pub(crate) const MIGRATIONS: [(u32, &str, &str); 7] = [
         7,
         "outbox_marks",
         include_str!("../../../schemas/clickhouse/0007_outbox_marks.sql"),
+    ),
+    (
+        8,
+        "snapshots_epochs",
+        include_str!("../../../schemas/clickhouse/0008_snapshots_epochs.sql"),
     ),
 ];
 

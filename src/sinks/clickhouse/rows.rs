@@ -322,6 +322,77 @@ pub(crate) struct CheckpointRecord {
     pub(crate) next_offset: u64,
     pub(crate) engine_time: u32,
     pub(crate) version: u64,
+    /// The writer's ownership epoch of the partition.
+    pub(crate) epoch: u64,
+    /// The snapshot a takeover starts from (its epoch and offset; offset 0: none).
+    pub(crate) snapshot_epoch: u64,
+    pub(crate) snapshot_offset: u64,
+}
+
+/// `snapshots`: one piece of a partition's engine state.
+#[derive(Debug, Clone, Row, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct SnapshotRecord {
+    pub(crate) topic: String,
+    pub(crate) partition: u32,
+    pub(crate) epoch: u64,
+    pub(crate) next_offset: u64,
+    pub(crate) chunk: u32,
+    pub(crate) chunks: u32,
+    pub(crate) format: u32,
+    pub(crate) cases: u64,
+    #[serde(with = "serde_bytes")]
+    pub(crate) data: Vec<u8>,
+    pub(crate) version: u64,
+}
+
+/// The size of a snapshot piece: a row ClickHouse and the client hold comfortably.
+pub(crate) const SNAPSHOT_CHUNK_BYTES: usize = 4 << 20;
+
+impl SnapshotRecord {
+    /// The rows of one encoded snapshot.
+    pub(crate) fn pieces(
+        origin: &Origin,
+        epoch: u64,
+        next_offset: u64,
+        cases: u64,
+        bytes: &[u8],
+    ) -> Vec<Self> {
+        let pieces: Vec<&[u8]> = bytes.chunks(SNAPSHOT_CHUNK_BYTES).collect();
+        let chunks = pieces.len() as u32;
+        pieces
+            .into_iter()
+            .enumerate()
+            .map(|(i, data)| Self {
+                topic: origin.topic.clone(),
+                partition: origin.partition,
+                epoch,
+                next_offset,
+                chunk: i as u32,
+                chunks,
+                format: crate::core::engine::snapshot::FORMAT,
+                cases,
+                data: data.to_vec(),
+                version: 0,
+            })
+            .collect()
+    }
+}
+
+/// Row versions fenced by ownership epochs (SPEC §7, "Writes are fenced"): every row a flush
+/// writes has the version `2^61 + epoch * 2^40 + counter`, where `epoch` is its writer's epoch
+/// of the row's partition and `counter` a per-process clock in milliseconds since 2020 that
+/// never repeats (40 bits: until 2054). A later epoch outranks every version of an earlier one,
+/// and 2^61 is above every version written before epochs (wall-clock nanoseconds, until 2043).
+pub(crate) fn fenced_version(epoch: u64, counter: u64) -> u64 {
+    const BASE: u64 = 1 << 61;
+    const COUNTER_BITS: u32 = 40;
+    let counter = counter & ((1 << COUNTER_BITS) - 1);
+    // 14.7 million epochs fit; past them versions stop growing rather than wrap.
+    epoch
+        .checked_mul(1 << COUNTER_BITS)
+        .and_then(|e| e.checked_add(BASE))
+        .and_then(|e| e.checked_add(counter))
+        .unwrap_or(u64::MAX)
 }
 
 /// The one list of the tables a flush writes: `field: RowType => "table"`. The data tables
@@ -338,6 +409,7 @@ macro_rules! batch_tables {
                 daily: DailyRecord => "window_daily_parts",
                 anomalies: AnomalyRecord => "anomalies",
                 alerts: AlertRecord => "alerts",
+                snapshots: SnapshotRecord => "snapshots",
             }
             last: checkpoints: CheckpointRecord => "checkpoints",
         }
@@ -365,10 +437,18 @@ macro_rules! batch {
                 $(self.$field.len() +)* self.$last.len()
             }
 
-            /// Stamps every row with the flush's version.
-            pub(crate) fn set_version(&mut self, v: u64) {
-                $(self.$field.iter_mut().for_each(|r| r.version = v);)*
-                self.$last.iter_mut().for_each(|r| r.version = v);
+            /// Stamps every row with the flush's version: `counter` fenced by the epoch of
+            /// the row's partition, as its checkpoint in the batch says (a batch holds one
+            /// topic, and every row of it comes with its partition's checkpoint).
+            pub(crate) fn set_version(&mut self, counter: u64) {
+                let epochs: Vec<(u32, u64)> =
+                    self.$last.iter().map(|c| (c.partition, c.epoch)).collect();
+                let version = |partition: u32| {
+                    let epoch = epochs.iter().find(|e| e.0 == partition).map_or(0, |e| e.1);
+                    fenced_version(epoch, counter)
+                };
+                $(self.$field.iter_mut().for_each(|r| r.version = version(r.partition));)*
+                self.$last.iter_mut().for_each(|r| r.version = version(r.partition));
             }
         }
 
@@ -463,3 +543,4 @@ impl crate::sinks::clickhouse::writer::MonthPartitioned for CaseRecord {}
 impl crate::sinks::clickhouse::writer::MonthPartitioned for AnomalyRecord {}
 impl crate::sinks::clickhouse::writer::MonthPartitioned for AlertRecord {}
 impl crate::sinks::clickhouse::writer::MonthPartitioned for CheckpointRecord {}
+impl crate::sinks::clickhouse::writer::MonthPartitioned for SnapshotRecord {}
