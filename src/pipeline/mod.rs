@@ -502,3 +502,59 @@ pub(crate) fn calendar_report<'a>(
     );
     report
 }
+
+/// One owner of a partition driven by hand, message by message and flush by flush, as the
+/// consumer drives its processors: the tests play two owners of one partition with it (the one
+/// that lost the partition writing late). Not used by the service.
+#[doc(hidden)]
+pub struct ManualOwner {
+    processor: PartitionProcessor,
+    writer: crate::sinks::clickhouse::ClickhouseWriter,
+}
+
+#[doc(hidden)]
+impl ManualOwner {
+    /// Takes partition `partition` of `topic` over, as a consumer's takeover does.
+    pub async fn take_over(
+        client: ::clickhouse::Client,
+        topic: &str,
+        partition: u32,
+        engine: Engine,
+    ) -> anyhow::Result<Self> {
+        let origin = Origin {
+            topic: topic.to_string(),
+            partition,
+        };
+        let processor = rebuild(&client, origin, engine, None, SnapshotPolicy::OFF).await?;
+        Ok(Self {
+            processor,
+            writer: crate::sinks::clickhouse::ClickhouseWriter::new(client),
+        })
+    }
+
+    /// The ownership epoch claimed.
+    pub fn epoch(&self) -> u64 {
+        self.processor.epoch
+    }
+
+    /// Hands in the message at `offset` (its key is its case id).
+    pub fn handle(&mut self, offset: u64, line: &str) {
+        let key = crate::core::event::parse_event(line.as_bytes(), i64::MAX / 4)
+            .map(|e| e.case_id)
+            .unwrap_or_default();
+        self.processor.handle(
+            offset,
+            line.as_bytes(),
+            chrono::Utc::now().timestamp(),
+            Some(key.as_bytes()),
+        );
+    }
+
+    /// Writes everything handed in since the last flush, ending with the checkpoint.
+    pub async fn flush(&mut self) -> anyhow::Result<()> {
+        let mut batch = self.processor.drain();
+        batch.set_version(FLUSH_COUNTER.next());
+        self.writer.write(&batch).await?;
+        Ok(())
+    }
+}

@@ -16,3 +16,4 @@ mod receiver;
 mod service;
 mod smoke;
 mod support;
+mod takeover;

@@ -174,6 +174,60 @@ fn run_until_idle(c: &mut Command) -> std::process::ExitStatus {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_with_sigkills_at_random_moments_equals_a_clean_replay() {
+    // The default snapshot interval is never reached here: every takeover re-applies events.
+    let logs = sigkills_at_random_moments(None).await;
+    // Five runs of three partitions each.
+    let (takeovers, from_snapshots) = takeovers_from_snapshots(&logs);
+    assert!(takeovers >= 15 && from_snapshots == 0, "{logs}");
+}
+
+/// (takeovers, takeovers that started from a snapshot) in consumers' logs.
+fn takeovers_from_snapshots(logs: &str) -> (usize, usize) {
+    let plain = strip_ansi(logs);
+    let takeovers: Vec<&str> = plain
+        .lines()
+        .filter(|l| l.contains("partition assigned"))
+        .collect();
+    let from_snapshots = takeovers
+        .iter()
+        .filter(|l| !l.contains(" snapshot_offset=0 "))
+        .count();
+    (takeovers.len(), from_snapshots)
+}
+
+/// A log without its terminal colour codes.
+fn strip_ansi(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // ESC [ ... letter
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_with_sigkills_around_snapshot_writes_equals_a_clean_replay() {
+    // A snapshot after almost every flush: kills land before, during and after their writes.
+    let logs = sigkills_at_random_moments(Some(300)).await;
+    let (takeovers, from_snapshots) = takeovers_from_snapshots(&logs);
+    assert!(
+        takeovers >= 15 && from_snapshots > 0,
+        "no takeover started from a snapshot:\n{logs}"
+    );
+}
+
+/// Five runs killed at random moments, then one to the end: the tables equal a clean replay.
+/// Returns the killed runs' logs.
+async fn sigkills_at_random_moments(snapshot_every_events: Option<u64>) -> String {
     let db = TestDb::new().await;
     let topics = TestTopics::new(1, 3).await;
     let topic = topics.name(0).to_string();
@@ -193,10 +247,18 @@ async fn run_with_sigkills_at_random_moments_equals_a_clean_replay() {
     // Static membership lets each restart take the partitions over at once (tansu wedges
     // when members die in the middle of a rebalance).
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut logs = String::new();
     for kill in 0..5 {
         let port = free_port();
+        let mut command = service(&db, &topic);
+        if let Some(every) = snapshot_every_events {
+            command.env(
+                "CASEWATCH__PIPELINE__SNAPSHOT_EVERY_EVENTS",
+                every.to_string(),
+            );
+        }
         let mut child = spawn(
-            service(&db, &topic)
+            command
                 .env("CASEWATCH__KAFKA__INSTANCE_ID", "crash-test")
                 .env("CASEWATCH__HTTP__LISTEN", format!("127.0.0.1:{port}"))
                 .arg("run"),
@@ -227,12 +289,14 @@ async fn run_with_sigkills_at_random_moments_equals_a_clean_replay() {
         }
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..1500))).await;
         child.kill(); // SIGKILL
+        logs.push_str(&child.log());
     }
     let status =
         run_until_idle(service(&db, &topic).env("CASEWATCH__KAFKA__INSTANCE_ID", "crash-test"));
     assert!(status.success());
     assert_tables_equal_replay(&db, dir.path(), &file).await;
     assert_verified(&db, "2019-01-01", "2030-01-01");
+    logs
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -586,14 +650,21 @@ async fn a_late_event_for_an_evicted_case_restores_it_by_its_id() {
         ],
     )
     .await;
-    let port = free_port();
-    // Ended cases leave memory at once (retention 0 days); the eviction runs every 10 s.
-    let mut child = spawn(
-        service(&db, &topic)
-            .env("CASEWATCH__ENGINE__CLOSED_CASE_RETENTION_DAYS", "0")
-            .env("CASEWATCH__HTTP__LISTEN", format!("127.0.0.1:{port}"))
-            .arg("run"),
-    );
+    // Ended cases leave memory at once (retention 0 days); the eviction runs every 10 s. A
+    // snapshot is written at every flush with an event.
+    let start = || {
+        let port = free_port();
+        let child = spawn(
+            service(&db, &topic)
+                .env("CASEWATCH__ENGINE__CLOSED_CASE_RETENTION_DAYS", "0")
+                .env("CASEWATCH__PIPELINE__SNAPSHOT_EVERY_EVENTS", "1")
+                .env("CASEWATCH__KAFKA__INSTANCE_ID", "evicted")
+                .env("CASEWATCH__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+                .arg("run"),
+        );
+        (child, port)
+    };
+    let (mut first, port) = start();
     let limit = std::time::Instant::now() + Duration::from_secs(60);
     while metric(port, "casewatch_cases_evicted_total").unwrap_or(0) < 1 {
         assert!(
@@ -602,7 +673,49 @@ async fn a_late_event_for_an_evicted_case_restores_it_by_its_id() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // The citizen's evaluation arrives years later.
+    // Another case's event: its flush writes a snapshot that knows EV-1 was evicted; then the
+    // consumer dies, and the next one starts from that snapshot.
+    produce(
+        &db,
+        &topic,
+        &[crate::support::event_json(
+            "ev-x",
+            "EV-2",
+            "submitted",
+            "2018-10-18T10:00:00+08:00",
+            serde_json::json!({"item_code": "W01-001"}),
+        )],
+    )
+    .await;
+    let client = db.client();
+    let limit = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let snapshot_offset: u64 = client
+            .query("SELECT max(snapshot_offset) FROM checkpoints FINAL")
+            .fetch_one()
+            .await
+            .unwrap();
+        if snapshot_offset == 3 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < limit,
+            "no snapshot after the eviction"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    first.kill();
+    let (mut child, _) = start();
+    let limit = std::time::Instant::now() + Duration::from_secs(60);
+    // Held: EV-2 only (EV-1 is known as evicted).
+    while !strip_ansi(&child.log()).contains("snapshot_offset=3 cases=1 ") {
+        assert!(
+            std::time::Instant::now() < limit,
+            "the restart did not start from the snapshot of one case"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The citizen's evaluation of EV-1 arrives years later.
     produce(
         &db,
         &topic,
