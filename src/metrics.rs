@@ -63,6 +63,8 @@ pub(crate) struct Metrics {
     pub(crate) clickhouse_errors: Counter,
     pub(crate) broker_errors: Counter,
     pub(crate) cases_in_memory: Gauge,
+    /// Cases held in memory: open ones and ended ones within their retention.
+    pub(crate) cases_held: Gauge,
     /// Ended cases that left memory after their retention.
     pub(crate) cases_evicted: Counter,
     /// 1 while the broker answers, 0 after an error until it answers again.
@@ -303,6 +305,13 @@ impl Metrics {
         out.push_str(&format!(
             "# HELP casewatch_open_cases open cases held by the engines\n# TYPE casewatch_open_cases gauge\ncasewatch_open_cases {}\n",
             self.cases_in_memory.get()
+        ));
+        out.push_str(&format!(
+            "# HELP casewatch_cases_held cases held by the engines: open, and ended within their retention
+# TYPE casewatch_cases_held gauge
+casewatch_cases_held {}
+",
+            self.cases_held.get()
         ));
         self.render_alerts(&mut out);
         self.render_calendar(&mut out);

@@ -3,8 +3,9 @@
 -- A partition's engine state, written by its consumer after a flush and before the checkpoint
 -- that refers to it (checkpoints.snapshot_epoch / snapshot_offset). `data` is the engine's
 -- binary snapshot (format `format`), cut into `chunks` pieces numbered from 0; a snapshot is
--- read only when every piece is there and its format is the reader's. Superseded snapshots
--- are dropped by the consumer once a checkpoint refers to a newer one.
+-- read only when every piece is there and its format is the reader's. Each snapshot is a
+-- ClickHouse partition of its own, so the consumer drops a superseded one with DROP PARTITION
+-- (no mutation rewriting the others) once a checkpoint refers to a newer one.
 CREATE TABLE IF NOT EXISTS snapshots (
     topic String,
     partition UInt32,
@@ -17,6 +18,7 @@ CREATE TABLE IF NOT EXISTS snapshots (
     data String,
     version UInt64
 ) ENGINE = ReplacingMergeTree(version)
+PARTITION BY (topic, partition, epoch, next_offset)
 ORDER BY (topic, partition, epoch, next_offset, chunk);
 
 -- Ownership epochs: a consumer taking a partition over claims the next epoch here before it

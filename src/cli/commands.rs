@@ -352,8 +352,9 @@ fn calendar_import(
 pub(super) enum SimTarget {
     /// An NDJSON file (standard output when None).
     File(Option<PathBuf>),
-    /// A Kafka topic (key = case_id), created with this many partitions when missing.
-    Kafka(Box<Config>, String, i32),
+    /// A Kafka topic (key = case_id), created with this many partitions when missing; the
+    /// flag appends to a topic that already holds messages.
+    Kafka(Box<Config>, String, i32, bool),
 }
 
 /// `casewatch simulate`.
@@ -367,8 +368,9 @@ pub(super) fn simulate(
     };
     let events = crate::simulate::generate(&profile, opts);
     let out = match target {
-        SimTarget::Kafka(cfg, topic, partitions) => {
-            return runtime()?.block_on(produce_to_kafka(&cfg, &topic, partitions, &events));
+        SimTarget::Kafka(cfg, topic, partitions, append) => {
+            return runtime()?
+                .block_on(produce_to_kafka(&cfg, &topic, partitions, append, &events));
         }
         SimTarget::File(out) => out,
     };
@@ -395,6 +397,7 @@ async fn produce_to_kafka(
     cfg: &Config,
     topic: &str,
     partitions: i32,
+    append: bool,
     events: &[SimEvent],
 ) -> anyhow::Result<i32> {
     use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -402,7 +405,7 @@ async fn produce_to_kafka(
     // Producing the same stream twice would double the broker's data (casewatch would count
     // it once): a rerun of the demo leaves a filled topic alone.
     let existing = crate::pipeline::kafka::topic_messages(cfg, topic)?;
-    if existing > 0 {
+    if existing > 0 && !append {
         eprintln!("topic {topic} already holds {existing} messages: not producing again");
         return Ok(0);
     }

@@ -125,6 +125,10 @@ pub(crate) enum Command {
         /// Partitions of a topic created by --kafka.
         #[arg(long, default_value_t = 4)]
         partitions: i32,
+        /// With --kafka: produce even when the topic already holds messages (a rerun of the
+        /// demo does not; a benchmark adding new events does).
+        #[arg(long, requires = "kafka")]
+        append: bool,
     },
 }
 
@@ -308,9 +312,10 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             out,
             kafka,
             partitions,
+            append,
         } => {
             let target = match kafka {
-                Some(topic) => SimTarget::Kafka(Box::new(config()?), topic, partitions),
+                Some(topic) => SimTarget::Kafka(Box::new(config()?), topic, partitions, append),
                 None => SimTarget::File(out),
             };
             simulate(profile, &stream.into(), target)

@@ -363,6 +363,8 @@ impl ConsumerLoop {
         let engines = || s.processors.values().map(|p| &p.engine);
         let open: usize = engines().map(Engine::open_case_count).sum();
         self.metrics.cases_in_memory.set(open as i64);
+        let held: usize = engines().map(Engine::case_count).sum();
+        self.metrics.cases_held.set(held as i64);
         self.metrics
             .set_assigned(!s.processors.is_empty(), StdInstant::now());
         let report = calendar_report(

@@ -268,7 +268,7 @@ impl PartitionProcessor {
         };
         self.since_snapshot = 0;
         self.last_snapshot = StdInstant::now();
-        tracing::debug!(
+        tracing::info!(
             partition = self.origin.partition,
             offset = self.next_offset,
             cases = state.case_count(),
@@ -354,6 +354,9 @@ pub(crate) async fn rebuild(
         engine.take_changes();
         seed_rounds(client, &origin, &mut engine).await?;
     }
+    // Snapshots nobody refers to now (a dead consumer's, written ahead of its checkpoint, or
+    // one that could not be read).
+    snapshots::drop_all_but(client, &origin, snapshot).await;
     let mut processor = PartitionProcessor::new(origin, engine, checkpoint, file);
     processor.epoch = epoch;
     processor.snapshot = snapshot;

@@ -112,25 +112,65 @@ pub(crate) async fn load(
 }
 
 /// Drops the snapshots a landed flush's checkpoints no longer refer to: for each partition of
-/// `written`, the older ones. A failure only leaves them for the next time.
+/// `written`, every other one (older ones, and any a consumer wrote before dying ahead of its
+/// checkpoint). A failure only leaves them for the next time.
 pub(crate) async fn drop_superseded(client: &Client, written: &[SnapshotRecord]) {
-    let mut newest: Vec<(&str, u32, u64, u64)> = written
+    let mut newest: Vec<(&Origin, SnapshotRef)> = Vec::new();
+    let origins: Vec<Origin> = written
         .iter()
-        .map(|s| (s.topic.as_str(), s.partition, s.epoch, s.next_offset))
+        .map(|s| Origin {
+            topic: s.topic.clone(),
+            partition: s.partition,
+        })
         .collect();
-    newest.dedup();
-    for (topic, partition, epoch, offset) in newest {
+    for (s, origin) in written.iter().zip(&origins) {
+        let r = SnapshotRef {
+            epoch: s.epoch,
+            offset: s.next_offset,
+        };
+        if !newest.contains(&(origin, r)) {
+            newest.push((origin, r));
+        }
+    }
+    for (origin, keep) in newest {
+        drop_all_but(client, origin, keep).await;
+    }
+}
+
+/// Drops every snapshot of a partition but `keep` (the one its checkpoint refers to; the
+/// default ref keeps none). Run by the partition's owner after a takeover and after each new
+/// snapshot has landed; a failure only leaves them for the next time.
+pub(crate) async fn drop_all_but(client: &Client, origin: &Origin, keep: SnapshotRef) {
+    let stored: Result<Vec<(u64, u64)>, Error> = client
+        .query(
+            "SELECT DISTINCT epoch, next_offset FROM snapshots WHERE topic = ? AND partition = ?",
+        )
+        .bind(&origin.topic)
+        .bind(origin.partition)
+        .fetch_all()
+        .await;
+    let stored = match stored {
+        Ok(stored) => stored,
+        Err(e) => {
+            tracing::warn!(partition = origin.partition, error = %e, "cannot list snapshots; superseded ones are dropped later");
+            return;
+        }
+    };
+    for (epoch, offset) in stored {
+        if (SnapshotRef { epoch, offset }) == keep {
+            continue;
+        }
+        // Each snapshot is a ClickHouse partition of its own: dropping it rewrites nothing.
         let dropped = client
-            .query("ALTER TABLE snapshots DELETE WHERE topic = ? AND partition = ? AND (next_offset < ? OR (next_offset = ? AND epoch < ?))")
-            .bind(topic)
-            .bind(partition)
-            .bind(offset)
-            .bind(offset)
+            .query("ALTER TABLE snapshots DROP PARTITION (?, ?, ?, ?)")
+            .bind(&origin.topic)
+            .bind(origin.partition)
             .bind(epoch)
+            .bind(offset)
             .execute()
             .await;
         if let Err(e) = dropped {
-            tracing::warn!(partition, error = %e, "cannot drop superseded snapshots; the next snapshot retries");
+            tracing::warn!(partition = origin.partition, error = %e, "cannot drop a superseded snapshot; dropped later");
         }
     }
 }

@@ -296,7 +296,40 @@ async fn sigkills_at_random_moments(snapshot_every_events: Option<u64>) -> Strin
     assert!(status.success());
     assert_tables_equal_replay(&db, dir.path(), &file).await;
     assert_verified(&db, "2019-01-01", "2030-01-01");
+    if snapshot_every_events.is_some() {
+        assert_old_snapshots_dropped(&db).await;
+    }
     logs
+}
+
+/// Every checkpoint's snapshot is stored, and the snapshots it superseded are gone.
+async fn assert_old_snapshots_dropped(db: &TestDb) {
+    let client = db.client();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let kept: Vec<(u32, u64)> = client
+            .query("SELECT partition, count(DISTINCT epoch, next_offset) FROM snapshots FINAL GROUP BY partition ORDER BY partition")
+            .fetch_all()
+            .await
+            .unwrap();
+        let referred: u64 = client
+            .query("SELECT count() FROM checkpoints FINAL WHERE snapshot_offset > 0 AND (topic, partition, snapshot_epoch, snapshot_offset) NOT IN (SELECT topic, partition, epoch, next_offset FROM snapshots FINAL)")
+            .fetch_one()
+            .await
+            .unwrap();
+        assert_eq!(
+            referred, 0,
+            "a checkpoint refers to a snapshot that is not stored"
+        );
+        if !kept.is_empty() && kept.iter().all(|k| k.1 == 1) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "superseded snapshots were not dropped: {kept:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
