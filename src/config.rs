@@ -66,6 +66,49 @@ pub(crate) struct Config {
     pub(crate) windows: Vec<WindowConfig>,
     pub(crate) alerts: AlertsConfig,
     pub(crate) bulletin: BulletinConfig,
+    pub(crate) console: ConsoleConfig,
+}
+
+/// `[console]`: the supervision console of `casewatch serve` (SPEC §8).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ConsoleConfig {
+    pub(crate) listen: String,
+    /// The environment variable holding the key that signs session cookies (≥ 32 bytes).
+    pub(crate) session_key_env: String,
+    /// A session expires this many hours after the login.
+    pub(crate) session_hours: u64,
+    /// Mark cookies `Secure` (set it when the console is served behind TLS).
+    pub(crate) secure_cookies: bool,
+    /// Failed logins allowed per user name and per address within `login_window_secs`.
+    pub(crate) login_attempts: u32,
+    pub(crate) login_window_secs: u64,
+    #[serde(default)]
+    pub(crate) users: Vec<ConsoleUser>,
+}
+
+/// `[[console.users]]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ConsoleUser {
+    pub(crate) name: String,
+    /// argon2id PHC string (`casewatch console hash-password`).
+    pub(crate) password_hash: Secret,
+    pub(crate) role: ConsoleRole,
+    /// Centres this user may see (empty: all). A `window` user sees only `windows`.
+    #[serde(default)]
+    pub(crate) centers: Vec<String>,
+    #[serde(default)]
+    pub(crate) windows: Vec<String>,
+}
+
+/// A console user's role (SPEC §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ConsoleRole {
+    Supervisor,
+    Window,
+    Viewer,
 }
 
 /// `[bulletin]`.
@@ -432,10 +475,35 @@ impl Config {
             ));
         }
         self.validate_alerts()?;
+        self.validate_console()?;
         if self.pipeline.batch_events == 0 {
             return Err(ConfigError::Invalid(
                 "pipeline.batch_events must be at least 1".into(),
             ));
+        }
+        Ok(())
+    }
+
+    fn validate_console(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::HashSet::new();
+        for u in &self.console.users {
+            let bad = |m: &str| {
+                Err(ConfigError::Invalid(format!(
+                    "console.users {:?}: {m}",
+                    u.name
+                )))
+            };
+            if u.name.is_empty() || !names.insert(u.name.as_str()) {
+                return bad("names must be unique and not empty");
+            }
+            if !u.password_hash.expose().starts_with("$argon2id$") {
+                return bad(
+                    "password_hash must be an argon2id hash (casewatch console hash-password)",
+                );
+            }
+            if u.role == ConsoleRole::Window && u.windows.is_empty() {
+                return bad("a window user needs its windows");
+            }
         }
         Ok(())
     }

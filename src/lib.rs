@@ -13,6 +13,7 @@
 //! * [`sinks`] — ClickHouse rows, writer and migrations.
 //! * [`alerts`] — the outbox dispatcher and the webhook formats.
 //! * [`bulletin`] — the monthly bulletin and quarterly report.
+//! * [`console`] — the supervision console of `casewatch serve` (pages over ClickHouse).
 //! * [`replay`] (CSV outputs), [`verify`], [`simulate`], [`holidays`] (the holiday files on
 //!   disk), [`markdown`] (escaping), [`metrics`], [`config`], [`allocator`].
 //! * [`cli`] — the `casewatch` command line; `main.rs` only calls it.
@@ -26,6 +27,7 @@ pub mod allocator;
 pub mod bulletin;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod core;
 pub mod holidays;
 pub mod markdown;

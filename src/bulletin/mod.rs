@@ -163,7 +163,7 @@ macro_rules! sums {
 crate::window_counters!(sums);
 
 /// `sum(received), sum(accepted), …`: the columns of [`Sums`], in order.
-fn sums_sql() -> String {
+pub(crate) fn sums_sql() -> String {
     crate::core::aggregate::counter_sql(|c| format!("sum({c})"))
 }
 
@@ -510,6 +510,20 @@ pub(crate) struct Weights {
     pub(crate) early: f64,
     pub(crate) evaluation: f64,
     pub(crate) satisfaction: f64,
+}
+
+impl Weights {
+    /// `[bulletin.weights]`.
+    pub(crate) fn of(cfg: &Config) -> Self {
+        let w = cfg.bulletin.weights;
+        Self {
+            on_site: w.on_site,
+            on_time: w.on_time,
+            early: w.early,
+            evaluation: w.evaluation,
+            satisfaction: w.satisfaction,
+        }
+    }
 }
 
 /// A ranked window.

@@ -595,13 +595,17 @@ fn trend_svg(lang: Lang, trend: &[(String, Sums)]) -> String {
     svg
 }
 
-/// `bulletin-<period>.html`: the Markdown's content as HTML, with two charts, no external asset.
-/// `bulletin-<period>.html`: the same document with its charts, self-contained, A4 print.
-pub(crate) fn html(lang: Lang, f: &Figures, ranked: &[Ranked]) -> String {
-    let body = document(lang, f, ranked).to_html_body(|chart| match chart {
+/// The bulletin's content as HTML with its two charts (the console shows it in its pages).
+pub(crate) fn html_body(lang: Lang, f: &Figures, ranked: &[Ranked]) -> String {
+    document(lang, f, ranked).to_html_body(|chart| match chart {
         Chart::Trend => trend_svg(lang, &f.trend),
         Chart::WindowRates => bars_svg(lang, ranked),
-    });
+    })
+}
+
+/// `bulletin-<period>.html`: the same document with its charts, self-contained, A4 print.
+pub(crate) fn html(lang: Lang, f: &Figures, ranked: &[Ranked]) -> String {
+    let body = html_body(lang, f, ranked);
     format!(
         "<!DOCTYPE html><html lang=\"{}\"><head><meta charset=\"utf-8\"><title>{}</title><style>\
          @page {{ size: A4; margin: 16mm; }} body {{ font-family: sans-serif; font-size: 12px; color: #222; max-width: 180mm; margin: auto; }}\

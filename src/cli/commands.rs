@@ -21,6 +21,22 @@ fn wall_now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
+/// `casewatch serve`.
+pub(super) fn serve(cfg: &Config) -> anyhow::Result<i32> {
+    runtime()?.block_on(crate::console::serve(cfg))?;
+    Ok(0)
+}
+
+/// `casewatch console hash-password`: the password is the first line of standard input.
+pub(super) fn hash_password() -> anyhow::Result<i32> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    anyhow::ensure!(!password.is_empty(), "no password on standard input");
+    println!("{}", crate::console::auth::hash_password(password)?);
+    Ok(0)
+}
+
 /// `casewatch check-config`.
 pub(super) fn check_config(cfg: &Config) -> anyhow::Result<i32> {
     print!("{}", cfg.to_masked_toml());
@@ -209,17 +225,7 @@ pub(super) fn bulletin(
     let period = Period::parse(period, today)?;
     let client = crate::sinks::clickhouse::client(&cfg.clickhouse);
     let figures = runtime()?.block_on(crate::bulletin::load(&client, cfg, period, center))?;
-    let w = cfg.bulletin.weights;
-    let ranked = crate::bulletin::rank(
-        &figures.windows,
-        Weights {
-            on_site: w.on_site,
-            on_time: w.on_time,
-            early: w.early,
-            evaluation: w.evaluation,
-            satisfaction: w.satisfaction,
-        },
-    );
+    let ranked = crate::bulletin::rank(&figures.windows, Weights::of(cfg));
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let label = period.label();
     let files = [

@@ -37,6 +37,13 @@ pub(crate) enum AlertsCommand {
     },
 }
 
+/// `casewatch console …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConsoleCommand {
+    /// Print the argon2id hash of a password read from standard input (for [[console.users]]).
+    HashPassword,
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Print the effective configuration (secrets masked); fail on an invalid one.
@@ -72,6 +79,11 @@ pub(crate) enum Command {
     /// Webhook alerts.
     #[command(subcommand)]
     Alerts(AlertsCommand),
+    /// Serve the supervision console (pages over ClickHouse, behind a login).
+    Serve,
+    /// Console users.
+    #[command(subcommand)]
+    Console(ConsoleCommand),
     /// Benchmark helper: read a topic with a consumer that only counts (the broker's limit).
     DrainCount {
         /// The topic (default: kafka.topic).
@@ -297,6 +309,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Migrate => migrate(&config()?),
         Command::Run { exit_when_idle } => run_service(&config()?, exit_when_idle),
         Command::Alerts(AlertsCommand::Test { webhook }) => alerts_test(config()?, &webhook),
+        Command::Serve => serve(&config()?),
+        Command::Console(ConsoleCommand::HashPassword) => hash_password(),
         Command::DrainCount { topic, expected } => drain_count(&config()?, topic, expected),
         Command::Bulletin {
             period,

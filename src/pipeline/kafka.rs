@@ -14,7 +14,7 @@ use crate::config::{Config, KafkaConfig};
 /// casewatch only (after its rows are in ClickHouse), reading from the start of a new group,
 /// short fetch waits, and `kafka.client` on top. `static_member` adds `kafka.instance_id`
 /// (static group membership) when it is set.
-pub(super) fn consumer_config(
+pub(crate) fn consumer_config(
     kafka: &KafkaConfig,
     group_id: &str,
     static_member: bool,
