@@ -30,6 +30,8 @@ const LANG_COOKIE: &str = "cw_lang";
 /// The console's shared state.
 pub(crate) struct Console {
     cfg: Config,
+    /// The working calendars, built once (a holiday import takes effect on a restart).
+    calendars: crate::core::engine::Calendars,
     client: ::clickhouse::Client,
     signer: Signer,
     limiter: LoginLimiter,
@@ -363,6 +365,7 @@ pub(crate) fn console(cfg: &Config) -> anyhow::Result<Arc<Console>> {
     );
     Ok(Arc::new(Console {
         cfg: cfg.clone(),
+        calendars: cfg.calendars()?,
         client: crate::sinks::clickhouse::client(&cfg.clickhouse),
         signer: Signer::new(key.as_bytes())?,
         dummy_hash: auth::hash_password(&auth::random_token())?,

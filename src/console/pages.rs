@@ -137,11 +137,7 @@ fn shown(c: &Console, t: Option<u32>) -> String {
     let Some(t) = t else {
         return String::new();
     };
-    let tz = c
-        .cfg
-        .calendars()
-        .map(|cal| cal.default.tz())
-        .unwrap_or(chrono_tz::Asia::Shanghai);
+    let tz = c.calendars.default.tz();
     chrono::DateTime::from_timestamp(i64::from(t), 0)
         .map(|d| d.with_timezone(&tz).format("%Y-%m-%d %H:%M").to_string())
         .unwrap_or_default()
@@ -246,8 +242,9 @@ async fn window_sums(
         sums: Sums,
     }
     let sql = format!(
-        "SELECT window_id, {} FROM window_daily WHERE center_id = ? AND day >= toDate(?) AND day <= toDate(?) AND {} GROUP BY window_id ORDER BY window_id",
+        "SELECT window_id, {} FROM {} WHERE center_id = ? AND day >= toDate(?) AND day <= toDate(?) AND {} GROUP BY window_id ORDER BY window_id",
         crate::bulletin::sums_sql(),
+        crate::bulletin::DAILY_SUMS_FROM,
         super::auth::Scope::SQL
     );
     let q = c
@@ -308,7 +305,7 @@ async fn board_page(c: &Console, v: &Viewer, q: BoardQuery) -> anyhow::Result<Bo
     } else {
         centers.first().cloned().unwrap_or_default()
     };
-    let tz = c.cfg.calendars()?.get(&center).tz();
+    let tz = c.calendars.get(&center).tz();
     let day = NaiveDate::parse_from_str(&q.day, "%Y-%m-%d")
         .unwrap_or_else(|_| chrono::Utc::now().with_timezone(&tz).date_naive());
     let month_start = day.with_day(1).unwrap_or(day);
@@ -871,7 +868,7 @@ async fn bulletins_page(
     } else {
         centers.first().cloned().unwrap_or_default()
     };
-    let tz = c.cfg.calendars()?.get(&center).tz();
+    let tz = c.calendars.get(&center).tz();
     let today = chrono::Utc::now().with_timezone(&tz).date_naive();
     let periods = past_periods(today);
     let body = match period {

@@ -222,7 +222,7 @@ async fn the_console_in_chromium_as_a_supervisor_and_a_window_user() {
 
     // A case by its id: every event of its timeline, in order.
     let case_id: String = client
-        .query("SELECT case_id FROM events FINAL GROUP BY case_id ORDER BY count() DESC, case_id LIMIT 1")
+        .query("SELECT case_id FROM events FINAL WHERE case_id IN (SELECT case_id FROM alerts FINAL) GROUP BY case_id ORDER BY count() DESC, case_id LIMIT 1")
         .fetch_one()
         .await
         .unwrap();
@@ -326,5 +326,78 @@ async fn the_console_in_chromium_as_a_supervisor_and_a_window_user() {
     }
     login(&b, &base, "sup", "sup-password").await;
     assert!(text(&b, "#login-error").await.contains("过多"));
+    b.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_board_shows_a_new_flush_within_two_seconds() {
+    let db = TestDb::new().await;
+    let topics = crate::support::TestTopics::new(1, 1).await;
+    let topic = topics.name(0).to_string();
+    let dir = tempfile::tempdir().unwrap();
+    run_ok(casewatch(&db).arg("migrate"));
+    let _consumer = spawn(crate::service::service(&db, &topic).arg("run"));
+    let accepted = |case: &str| {
+        let at = chrono::Utc::now().with_timezone(&chrono_tz::Asia::Shanghai);
+        crate::support::event_json(
+            &format!("{case}-a"),
+            case,
+            "accepted",
+            &at.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+            serde_json::json!({"item": {"code": "W01-001", "kind": "promised", "promised_days": 5}}),
+        )
+    };
+    let client = db.client();
+    let landed = |offsets: u64| {
+        let client = client.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(90);
+            loop {
+                let done: u64 = client
+                    .query("SELECT sum(next_offset) FROM checkpoints FINAL")
+                    .fetch_one()
+                    .await
+                    .unwrap();
+                if done >= offsets {
+                    return Instant::now();
+                }
+                assert!(Instant::now() < deadline, "the consumer never flushed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    crate::service::produce(&db, &topic, &[accepted("LIVE-1")]).await;
+    landed(1).await;
+
+    let (_serve, base) = serve(&db, dir.path(), &[]);
+    let d = driver();
+    let b = browser(&d).await;
+    login(&b, &base, "sup", "sup-password").await;
+    b.goto(&format!("{base}/?center=C001")).await.unwrap();
+    assert_eq!(cell(&b, "W01", "day_accepted").await, 1);
+
+    // Another acceptance: once its flush has landed, the open page shows it within 2 s.
+    crate::service::produce(&db, &topic, &[accepted("LIVE-2")]).await;
+    let flushed = landed(2).await;
+    loop {
+        let shown = b
+            .find(Locator::Css(
+                "tr[data-window=\"W01\"] td[data-col=\"day_accepted\"]",
+            ))
+            .await
+            .ok();
+        let value = match shown {
+            Some(e) => e.text().await.unwrap_or_default(),
+            None => String::new(),
+        };
+        if value.trim() == "2" {
+            break;
+        }
+        assert!(
+            flushed.elapsed() < Duration::from_secs(2),
+            "the board still shows {value:?} 2 s after the flush"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     b.close().await.unwrap();
 }
