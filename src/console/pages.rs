@@ -432,15 +432,6 @@ struct TimelineEvent {
     event_id: String,
 }
 
-#[derive(Row, Deserialize)]
-struct AnomalyRow {
-    kind: String,
-    level: String,
-    round: u32,
-    detected_at: u32,
-    revoked_at: Option<u32>,
-}
-
 struct ShownAnomaly {
     alert_id: String,
     kind: String,
@@ -557,10 +548,25 @@ async fn case_page(c: &Console, v: &Viewer, id: String) -> anyhow::Result<Option
     let Some(f) = facts.filter(|f| v.scope.allows(&f.center_id, &f.window_id)) else {
         return Ok(None);
     };
+    let (anomalies, alerts, deliveries) = cards_of(c, &id).await?;
+    Ok(Some(CasePage {
+        f: Frame::of(v, None),
+        events: timeline(c, &id).await?,
+        query: id,
+        anomalies,
+        alerts,
+        deliveries,
+        case: Some(ShownCase::new(c, f)),
+    }))
+}
+
+/// Every stored event of a case, in the order things happened (log order among equal
+/// instants).
+async fn timeline(c: &Console, id: &str) -> anyhow::Result<Vec<TimelineEvent>> {
     let payloads: Vec<String> = c
         .client
         .query("SELECT payload FROM events_by_case FINAL WHERE case_id = ? ORDER BY offset")
-        .bind(&id)
+        .bind(id)
         .fetch_all()
         .await?;
     let mut events: Vec<(i64, TimelineEvent)> = payloads
@@ -569,39 +575,46 @@ async fn case_page(c: &Console, v: &Viewer, id: String) -> anyhow::Result<Option
         .map(|e| {
             let text = |k: &str| e[k].as_str().unwrap_or_default().to_string();
             let occurred = text("occurred_at");
-            (
-                crate::core::event::parse_timestamp(&occurred).unwrap_or(i64::MAX),
-                TimelineEvent {
-                    kind: text("type"),
-                    occurred_at: occurred,
-                    recorded_at: text("recorded_at"),
-                    source: text("source"),
-                    event_id: text("event_id"),
-                },
-            )
+            let at = crate::core::event::parse_timestamp(&occurred).unwrap_or(i64::MAX);
+            let event = TimelineEvent {
+                kind: text("type"),
+                occurred_at: occurred,
+                recorded_at: text("recorded_at"),
+                source: text("source"),
+                event_id: text("event_id"),
+            };
+            (at, event)
         })
         .collect();
-    // In the order things happened (stable: log order among equal instants).
     events.sort_by_key(|e| e.0);
-    let anomalies: Vec<AnomalyRow> = c
+    Ok(events.into_iter().map(|e| e.1).collect())
+}
+
+#[derive(Row, Deserialize)]
+struct AlertRow {
+    alert_id: String,
+    kind: String,
+    level: String,
+    round: u32,
+    detected_at: u32,
+    revoked_at: Option<u32>,
+}
+
+/// A case's anomalies, its alerts and every delivery attempt of them.
+async fn cards_of(
+    c: &Console,
+    id: &str,
+) -> anyhow::Result<(Vec<ShownAnomaly>, Vec<ShownAnomaly>, Vec<ShownDelivery>)> {
+    let anomalies: Vec<AlertRow> = c
         .client
-        .query("SELECT kind, level, round, toUInt32(detected_at) AS detected_at, toUInt32(revoked_at) AS revoked_at FROM anomalies FINAL WHERE case_id = ? ORDER BY detected_at, kind")
-        .bind(&id)
+        .query("SELECT '' AS alert_id, kind, level, round, toUInt32(detected_at) AS detected_at, toUInt32(revoked_at) AS revoked_at FROM anomalies FINAL WHERE case_id = ? ORDER BY detected_at, kind")
+        .bind(id)
         .fetch_all()
         .await?;
-    #[derive(Row, Deserialize)]
-    struct AlertRow {
-        alert_id: String,
-        kind: String,
-        level: String,
-        round: u32,
-        detected_at: u32,
-        revoked_at: Option<u32>,
-    }
     let alerts: Vec<AlertRow> = c
         .client
         .query("SELECT alert_id, kind, level, round, toUInt32(detected_at) AS detected_at, toUInt32(revoked_at) AS revoked_at FROM alerts FINAL WHERE case_id = ? ORDER BY detected_at, kind")
-        .bind(&id)
+        .bind(id)
         .fetch_all()
         .await?;
     let mut ids: Vec<String> = alerts.iter().map(|a| a.alert_id.clone()).collect();
@@ -613,47 +626,54 @@ async fn case_page(c: &Console, v: &Viewer, id: String) -> anyhow::Result<Option
         .bind(&ids)
         .fetch_all()
         .await?;
-    Ok(Some(CasePage {
-        f: Frame::of(v, None),
-        query: id,
-        events: events.into_iter().map(|e| e.1).collect(),
-        anomalies: anomalies
+    Ok((
+        anomalies
             .into_iter()
-            .map(|a| ShownAnomaly {
-                alert_id: String::new(),
-                detected_at: shown(c, Some(a.detected_at)),
-                revoked_at: shown(c, a.revoked_at),
-                kind: a.kind,
-                level: a.level,
-                round: a.round,
-            })
+            .map(|a| ShownAnomaly::new(c, a))
             .collect(),
-        alerts: alerts
+        alerts
             .into_iter()
-            .map(|a| ShownAnomaly {
-                detected_at: shown(c, Some(a.detected_at)),
-                revoked_at: shown(c, a.revoked_at),
-                alert_id: a.alert_id,
-                kind: a.kind,
-                level: a.level,
-                round: a.round,
-            })
+            .map(|a| ShownAnomaly::new(c, a))
             .collect(),
-        deliveries: deliveries
+        deliveries
             .into_iter()
-            .map(|d| ShownDelivery {
-                attempted_at: shown(c, Some(d.attempted_at)),
-                errcode: d.errcode.to_string(),
-                alert_id: d.alert_id,
-                webhook: d.webhook,
-                revocation: d.revocation,
-                round: d.round,
-                attempt: d.attempt,
-                outcome: d.outcome,
-                http_status: d.http_status,
-            })
+            .map(|d| ShownDelivery::new(c, d))
             .collect(),
-        case: Some(ShownCase {
+    ))
+}
+
+impl ShownAnomaly {
+    fn new(c: &Console, a: AlertRow) -> Self {
+        Self {
+            detected_at: shown(c, Some(a.detected_at)),
+            revoked_at: shown(c, a.revoked_at),
+            alert_id: a.alert_id,
+            kind: a.kind,
+            level: a.level,
+            round: a.round,
+        }
+    }
+}
+
+impl ShownDelivery {
+    fn new(c: &Console, d: DeliveryRow) -> Self {
+        Self {
+            attempted_at: shown(c, Some(d.attempted_at)),
+            errcode: d.errcode.to_string(),
+            alert_id: d.alert_id,
+            webhook: d.webhook,
+            revocation: d.revocation,
+            round: d.round,
+            attempt: d.attempt,
+            outcome: d.outcome,
+            http_status: d.http_status,
+        }
+    }
+}
+
+impl ShownCase {
+    fn new(c: &Console, f: CaseFacts) -> Self {
+        Self {
             accepted_at: shown(c, f.accepted_at),
             promised_deadline: shown(c, f.promised_deadline),
             legal_deadline: shown(c, f.legal_deadline),
@@ -672,8 +692,8 @@ async fn case_page(c: &Console, v: &Viewer, id: String) -> anyhow::Result<Option
             early: f.early,
             overdue: f.overdue,
             alert_level: f.alert_level,
-        }),
-    }))
+        }
+    }
 }
 
 // ---- 预警 -----------------------------------------------------------------------------------
