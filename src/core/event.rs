@@ -578,14 +578,46 @@ impl<'de> Visitor<'de> for JsonVisitor {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut fields: Vec<(Cow<'de, str>, Json<'de>)> = Vec::with_capacity(16);
+        let mut keys = KeySet::default();
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            if fields.iter().any(|(k, _)| *k == key) {
+            if !keys.insert(&key, fields.iter().map(|(k, _)| k)) {
                 return Err(de::Error::custom("duplicate key"));
             }
             let value = map.next_value::<Json<'de>>()?;
             fields.push((key, value));
         }
         Ok(Json::Object(fields))
+    }
+}
+
+/// Duplicate-key detection in linear time: a scan of the few keys an object usually has,
+/// a hash set once it has more.
+#[derive(Default)]
+struct KeySet {
+    large: Option<hashbrown::HashSet<String>>,
+}
+
+impl KeySet {
+    /// Scanned below this many keys.
+    const SCAN: usize = 16;
+
+    /// Records `key` after `before` (the object's keys so far); false if it is a duplicate.
+    fn insert<'k>(
+        &mut self,
+        key: &str,
+        before: impl ExactSizeIterator<Item = &'k Cow<'k, str>>,
+    ) -> bool {
+        if let Some(set) = &mut self.large {
+            return set.insert(key.to_string());
+        }
+        if before.len() < Self::SCAN {
+            let mut before = before;
+            return !before.any(|k| k == key);
+        }
+        let mut set: hashbrown::HashSet<String> = before.map(|k| k.to_string()).collect();
+        let fresh = set.insert(key.to_string());
+        self.large = Some(set);
+        fresh
     }
 }
 
@@ -618,17 +650,23 @@ impl<'de> Visitor<'de> for KeyVisitor {
     }
 }
 
-/// Field access on a parsed object, producing the SPEC's reason codes.
+/// A nested object (`item`, `applicant`): its few fields are scanned.
 struct Obj<'v, 'a>(&'v [(Cow<'a, str>, Json<'a>)]);
 
-impl<'v, 'a> Obj<'v, 'a> {
+impl<'a> Fields<'a> for Obj<'_, 'a> {
+    fn field(&self, key: &str) -> Option<&Json<'a>> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+}
+
+/// Field access on a parsed object, producing the SPEC's reason codes.
+trait Fields<'a> {
+    /// The field's value as written (JSON `null` included).
+    fn field(&self, key: &str) -> Option<&Json<'a>>;
+
     /// The field's value; JSON `null` counts as absent.
-    fn get(&self, key: &str) -> Option<&'v Json<'a>> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v)
-            .filter(|v| !matches!(v, Json::Null))
+    fn get(&self, key: &str) -> Option<&Json<'a>> {
+        self.field(key).filter(|v| !matches!(v, Json::Null))
     }
 
     fn opt_str_at(
@@ -641,7 +679,9 @@ impl<'v, 'a> Obj<'v, 'a> {
         match self.get(key) {
             None => Ok(None),
             Some(Json::Str(s)) => {
-                let n = s.chars().count();
+                // A char is 1 to 4 bytes, so the byte length often settles the bounds.
+                let settled = s.len() <= max && s.len().div_ceil(4) >= min;
+                let n = if settled { min } else { s.chars().count() };
                 if n < min || n > max {
                     Err(Reason::InvalidField(path))
                 } else {
@@ -850,6 +890,31 @@ mod tests {
             v[k] = val.clone();
         }
         v.to_string()
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_among_few_and_among_many_keys() {
+        let extra = |n: usize| -> String { (0..n).map(|i| format!(",\"k{i}\":{i}")).collect() };
+        let top = |fields: &str| format!("{}{fields}}}", &ACCEPTED[..ACCEPTED.len() - 1]);
+        assert_eq!(reason(&top(&extra(3))), "ok");
+        assert_eq!(reason(&top(&extra(300))), "ok");
+        assert_eq!(reason(&top(",\"k1\":1,\"k1\":2")), "malformed_json");
+        assert_eq!(
+            reason(&top(&format!("{},\"k250\":0", extra(300)))),
+            "malformed_json"
+        );
+        assert_eq!(
+            reason(&top(&format!("{},\"version\":1", extra(40)))),
+            "malformed_json"
+        );
+        // Inside a nested object, with few and with many keys.
+        let nested = |inner: &str| top(&format!(",\"x\":{{\"a\":0{inner}}}"));
+        assert_eq!(reason(&nested(&extra(100))), "ok");
+        assert_eq!(reason(&nested(",\"a\":1")), "malformed_json");
+        assert_eq!(
+            reason(&nested(&format!("{},\"k99\":0", extra(100)))),
+            "malformed_json"
+        );
     }
 
     #[test]
