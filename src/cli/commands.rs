@@ -202,6 +202,17 @@ pub(super) fn drain_count(
     Ok(0)
 }
 
+/// `casewatch raw-store`.
+pub(super) fn raw_store(cfg: &Config, topic: Option<String>, expected: i64) -> anyhow::Result<i32> {
+    let topic = topic.unwrap_or_else(|| cfg.kafka.topic.clone());
+    let (count, secs) = crate::pipeline::baseline::raw_store(cfg, &runtime()?, &topic, expected)?;
+    println!(
+        "{{\"messages\": {count}, \"seconds\": {secs:.3}, \"per_second\": {:.0}}}",
+        count as f64 / secs.max(1e-9)
+    );
+    Ok(0)
+}
+
 /// `casewatch verify`.
 pub(super) fn verify(
     cfg: &Config,

@@ -93,6 +93,16 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 0)]
         expected: i64,
     },
+    /// Benchmark helper: store each message's payload in a plain MergeTree table, nothing else
+    /// (the raw-store baseline of scripts/bench-e2e).
+    RawStore {
+        /// The topic (default: kafka.topic).
+        #[arg(long)]
+        topic: Option<String>,
+        /// Stop after this many messages (default: the topic's size now).
+        #[arg(long, default_value_t = 0)]
+        expected: i64,
+    },
     /// Write the monthly bulletin or quarterly report (Markdown, HTML, ranking CSV).
     Bulletin {
         /// YYYY-MM (a month), YYYY-Qn (a quarter), last-month or last-quarter (in the
@@ -312,6 +322,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Serve => serve(&config()?),
         Command::Console(ConsoleCommand::HashPassword) => hash_password(),
         Command::DrainCount { topic, expected } => drain_count(&config()?, topic, expected),
+        Command::RawStore { topic, expected } => raw_store(&config()?, topic, expected),
         Command::Bulletin {
             period,
             center,

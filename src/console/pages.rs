@@ -565,7 +565,7 @@ async fn case_page(c: &Console, v: &Viewer, id: String) -> anyhow::Result<Option
 async fn timeline(c: &Console, id: &str) -> anyhow::Result<Vec<TimelineEvent>> {
     let payloads: Vec<String> = c
         .client
-        .query("SELECT payload FROM events_by_case FINAL WHERE case_id = ? ORDER BY offset")
+        .query("SELECT payload FROM events FINAL WHERE (topic, partition, offset) IN (SELECT topic, partition, offset FROM case_offsets FINAL WHERE case_id = ?) ORDER BY topic, partition, offset")
         .bind(id)
         .fetch_all()
         .await?;

@@ -341,7 +341,7 @@ impl ConsumerLoop {
     }
 
     /// Ended cases leave memory `engine.closed_case_retention_days` after their end (SPEC §7); a
-    /// late event restores one from `events_by_case`.
+    /// late event restores one from its stored events (found through `case_offsets`).
     fn evict_ended_cases(&self) {
         let retention =
             self.cfg.engine.closed_case_retention_days.max(0) * crate::core::calendar::DAY;

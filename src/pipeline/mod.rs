@@ -8,6 +8,7 @@
 //! (never from local disk); events delivered again after that are duplicates by event id and
 //! change nothing, and every output row is an absolute value, so rewriting it is harmless.
 
+pub(crate) mod baseline;
 pub(crate) mod consumer;
 pub(crate) mod flush;
 pub(crate) mod kafka;

@@ -268,8 +268,8 @@ pub(crate) async fn reapply_stored_events(
     Ok(applied)
 }
 
-/// Brings an evicted case back from its stored events below `below` (a lookup on `case_id` in
-/// `events_by_case`, not a partition scan).
+/// Brings an evicted case back from its stored events below `below`: their offsets by a lookup
+/// on `case_id` in `case_offsets`, their payloads by `events`' primary key — no partition scan.
 pub(crate) async fn restore_case(
     client: &Client,
     origin: &Origin,
@@ -278,11 +278,13 @@ pub(crate) async fn restore_case(
     below: u64,
 ) -> Result<(), Error> {
     let payloads: Vec<String> = client
-        .query("SELECT payload FROM events_by_case FINAL WHERE case_id = ? AND topic = ? AND partition = ? AND offset < ? ORDER BY offset")
-        .bind(case_id)
+        .query("SELECT payload FROM events FINAL WHERE topic = ? AND partition = ? AND offset < ? AND offset IN (SELECT offset FROM case_offsets FINAL WHERE case_id = ? AND topic = ? AND partition = ?) ORDER BY offset")
         .bind(&origin.topic)
         .bind(origin.partition)
         .bind(below)
+        .bind(case_id)
+        .bind(&origin.topic)
+        .bind(origin.partition)
         .fetch_all()
         .await?;
     let mut scratch = Engine::new(engine.rules().clone(), engine.calendars().clone());

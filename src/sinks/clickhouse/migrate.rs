@@ -4,7 +4,7 @@
 use ::clickhouse::Client;
 
 /// The migrations, embedded: (version, name, SQL).
-pub(crate) const MIGRATIONS: [(u32, &str, &str); 8] = [
+pub(crate) const MIGRATIONS: [(u32, &str, &str); 9] = [
     (
         1,
         "tables",
@@ -44,6 +44,11 @@ pub(crate) const MIGRATIONS: [(u32, &str, &str); 8] = [
         8,
         "snapshots_epochs",
         include_str!("../../../schemas/clickhouse/0008_snapshots_epochs.sql"),
+    ),
+    (
+        9,
+        "case_offsets",
+        include_str!("../../../schemas/clickhouse/0009_case_offsets.sql"),
     ),
 ];
 
@@ -162,14 +167,15 @@ mod tests {
     }
 
     #[test]
-    fn every_migration_splits_into_create_or_alter_statements() {
+    fn every_migration_splits_into_create_alter_insert_or_drop_statements() {
         for (_, _, sql) in MIGRATIONS {
             let s = statements(sql);
             assert!(!s.is_empty());
             assert!(
                 s.iter().all(|st| (st.starts_with("CREATE ")
                     || st.starts_with("ALTER TABLE ")
-                    || st.starts_with("INSERT INTO "))
+                    || st.starts_with("INSERT INTO ")
+                    || st.starts_with("DROP TABLE IF EXISTS "))
                     && !st.contains(";\n")),
                 "{s:?}"
             );
