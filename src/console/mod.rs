@@ -30,7 +30,7 @@ const LANG_COOKIE: &str = "cw_lang";
 /// The console's shared state.
 pub(crate) struct Console {
     cfg: Config,
-    /// The working calendars, built once (a holiday import takes effect on a restart).
+    /// The centres' calendars, for their timezones (bulletins read the holiday data afresh).
     calendars: crate::core::engine::Calendars,
     client: ::clickhouse::Client,
     signer: Signer,

@@ -155,6 +155,8 @@ struct BoardQuery {
 
 struct WindowRow {
     window_id: String,
+    /// The configured name (empty when the window is not configured).
+    name: String,
     day: Sums,
     month: Sums,
     day_on_time: String,
@@ -349,6 +351,13 @@ async fn board_page(c: &Console, v: &Viewer, q: BoardQuery) -> anyhow::Result<Bo
                 month_satisfaction: percent(m.rates().satisfaction),
                 yellow: count(Some(&w), "yellow"),
                 red: count(Some(&w), "red"),
+                name: c
+                    .cfg
+                    .windows
+                    .iter()
+                    .find(|x| x.id == w)
+                    .map(|x| x.name.clone())
+                    .unwrap_or_default(),
                 window_id: w,
                 day: d,
                 month: m,
