@@ -120,6 +120,24 @@ impl IntoResponse for PageError {
     }
 }
 
+/// A signed-in viewer's page: the login when signed out, 404 when `build` finds nothing the
+/// viewer may see, 503 when ClickHouse fails.
+async fn answer<P: Template>(
+    c: &Console,
+    headers: &HeaderMap,
+    build: impl AsyncFnOnce(&Viewer) -> anyhow::Result<Option<P>>,
+) -> Response {
+    let v = match c.viewer(headers) {
+        Ok(v) => v,
+        Err(refused) => return refused.into_response(),
+    };
+    match build(&v).await {
+        Ok(Some(p)) => page(p),
+        Ok(None) => PageError::NotFound(v.t).into_response(),
+        Err(e) => PageError::from((v.t, e)).into_response(),
+    }
+}
+
 /// Renders a template as the answer.
 fn page(t: impl Template) -> Response {
     match t.render() {
@@ -211,6 +229,21 @@ async fn centers(c: &Console, v: &Viewer) -> anyhow::Result<Vec<String>> {
     Ok(found)
 }
 
+/// The centres a viewer may see, and the one asked for (the first when it is not one of them).
+async fn chosen_center(
+    c: &Console,
+    v: &Viewer,
+    wanted: String,
+) -> anyhow::Result<(Vec<String>, String)> {
+    let centers = centers(c, v).await?;
+    let center = if centers.contains(&wanted) {
+        wanted
+    } else {
+        centers.first().cloned().unwrap_or_default()
+    };
+    Ok((centers, center))
+}
+
 /// The live token: changes whenever a consumer's flush lands.
 async fn live_token(c: &Console) -> anyhow::Result<String> {
     let v: u64 = c
@@ -290,23 +323,11 @@ async fn board(
     headers: HeaderMap,
     Query(q): Query<BoardQuery>,
 ) -> Response {
-    let v = match c.viewer(&headers) {
-        Ok(v) => v,
-        Err(refused) => return refused.into_response(),
-    };
-    match board_page(&c, &v, q).await {
-        Ok(p) => page(p),
-        Err(e) => PageError::from((v.t, e)).into_response(),
-    }
+    answer(&c, &headers, async |v| board_page(&c, v, q).await.map(Some)).await
 }
 
 async fn board_page(c: &Console, v: &Viewer, q: BoardQuery) -> anyhow::Result<BoardPage> {
-    let centers = centers(c, v).await?;
-    let center = if centers.contains(&q.center) {
-        q.center
-    } else {
-        centers.first().cloned().unwrap_or_default()
-    };
+    let (centers, center) = chosen_center(c, v, q.center).await?;
     let tz = c.calendars.get(&center).tz();
     let day = NaiveDate::parse_from_str(&q.day, "%Y-%m-%d")
         .unwrap_or_else(|_| chrono::Utc::now().with_timezone(&tz).date_naive());
@@ -532,15 +553,7 @@ async fn case(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let v = match c.viewer(&headers) {
-        Ok(v) => v,
-        Err(refused) => return refused.into_response(),
-    };
-    match case_page(&c, &v, id).await {
-        Ok(Some(p)) => page(p),
-        Ok(None) => PageError::NotFound(v.t).into_response(),
-        Err(e) => PageError::from((v.t, e)).into_response(),
-    }
+    answer(&c, &headers, async |v| case_page(&c, v, id).await).await
 }
 
 async fn case_page(c: &Console, v: &Viewer, id: String) -> anyhow::Result<Option<CasePage>> {
@@ -765,14 +778,10 @@ async fn alerts(
     headers: HeaderMap,
     Query(filter): Query<AlertFilter>,
 ) -> Response {
-    let v = match c.viewer(&headers) {
-        Ok(v) => v,
-        Err(refused) => return refused.into_response(),
-    };
-    match alerts_page(&c, &v, filter).await {
-        Ok(p) => page(p),
-        Err(e) => PageError::from((v.t, e)).into_response(),
-    }
+    answer(&c, &headers, async |v| {
+        alerts_page(&c, v, filter).await.map(Some)
+    })
+    .await
 }
 
 /// A date filter's bound: the date, or `default` when empty or not a date.
@@ -858,15 +867,10 @@ async fn bulletin_answer(
     period: Option<String>,
     q: BoardQuery,
 ) -> Response {
-    let v = match c.viewer(&headers) {
-        Ok(v) => v,
-        Err(refused) => return refused.into_response(),
-    };
-    match bulletins_page(&c, &v, period, q).await {
-        Ok(Some(p)) => page(p),
-        Ok(None) => PageError::NotFound(v.t).into_response(),
-        Err(e) => PageError::from((v.t, e)).into_response(),
-    }
+    answer(&c, &headers, async |v| {
+        bulletins_page(&c, v, period, q).await
+    })
+    .await
 }
 
 /// The past periods a bulletin can be generated for: the last 12 months and 4 quarters.
@@ -891,12 +895,7 @@ async fn bulletins_page(
     period: Option<String>,
     q: BoardQuery,
 ) -> anyhow::Result<Option<BulletinsPage>> {
-    let centers = centers(c, v).await?;
-    let center = if centers.contains(&q.center) {
-        q.center
-    } else {
-        centers.first().cloned().unwrap_or_default()
-    };
+    let (centers, center) = chosen_center(c, v, q.center).await?;
     let tz = c.calendars.get(&center).tz();
     let today = chrono::Utc::now().with_timezone(&tz).date_naive();
     let periods = past_periods(today);
@@ -977,18 +976,14 @@ struct QualityPage {
 }
 
 async fn quality(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
-    let v = match c.viewer(&headers) {
-        Ok(v) => v,
-        Err(refused) => return refused.into_response(),
-    };
-    // Dead letters and partitions are not a window's: a window user has no such page.
-    if v.is_window_user() {
-        return PageError::NotFound(v.t).into_response();
-    }
-    match quality_page(&c, &v).await {
-        Ok(p) => page(p),
-        Err(e) => PageError::from((v.t, e)).into_response(),
-    }
+    answer(&c, &headers, async |v| {
+        // Dead letters and partitions are not a window's: a window user has no such page.
+        if v.is_window_user() {
+            return Ok(None);
+        }
+        quality_page(&c, v).await.map(Some)
+    })
+    .await
 }
 
 /// The log end of each partition of `topic` (None when the broker does not answer).

@@ -115,25 +115,22 @@ pub(crate) async fn load(
 /// `written`, every other one (older ones, and any a consumer wrote before dying ahead of its
 /// checkpoint). A failure only leaves them for the next time.
 pub(crate) async fn drop_superseded(client: &Client, written: &[SnapshotRecord]) {
-    let mut newest: Vec<(&Origin, SnapshotRef)> = Vec::new();
-    let origins: Vec<Origin> = written
-        .iter()
-        .map(|s| Origin {
+    let mut newest: Vec<(Origin, SnapshotRef)> = Vec::new();
+    for s in written {
+        let origin = Origin {
             topic: s.topic.clone(),
             partition: s.partition,
-        })
-        .collect();
-    for (s, origin) in written.iter().zip(&origins) {
+        };
         let r = SnapshotRef {
             epoch: s.epoch,
             offset: s.next_offset,
         };
-        if !newest.contains(&(origin, r)) {
+        if !newest.contains(&(origin.clone(), r)) {
             newest.push((origin, r));
         }
     }
-    for (origin, keep) in newest {
-        drop_all_but(client, origin, keep).await;
+    for (origin, keep) in &newest {
+        drop_all_but(client, origin, *keep).await;
     }
 }
 
