@@ -95,19 +95,22 @@ pub(crate) fn replay_lines<R: BufRead>(
     for line in lines {
         let line = line?;
         summary.lines += 1;
-        let event = parse_event(&line.bytes, wall_now);
-        match &event {
-            Ok(event) => match engine.apply(event) {
+        let event = parse_event(&line.bytes, wall_now).and_then(|event| {
+            match engine.apply(&event) {
                 ApplyOutcome::Applied => summary.applied += 1,
                 ApplyOutcome::Duplicate => summary.duplicates += 1,
                 // Replays never evict, so no case can be missing.
                 ApplyOutcome::Evicted => summary.applied += 1,
-            },
-            Err(reason) => summary.dead_letters.push(DeadLetter {
+                ApplyOutcome::InvalidAction => return Err(Reason::InvalidAction),
+            }
+            Ok(event)
+        });
+        if let Err(reason) = &event {
+            summary.dead_letters.push(DeadLetter {
                 line: line.number,
                 reason: *reason,
                 raw: line.bytes.clone(),
-            }),
+            });
         }
         on_line(&summary, event.as_ref().ok());
     }
@@ -314,5 +317,88 @@ pub(crate) fn write_csv_outputs(
         w.write_record([d.line.to_string(), d.reason.to_string()])?;
     }
     w.flush()?;
+    write_supervision_csv(engine, dir)
+}
+
+/// `supervision.csv`: one row per (case, kind) acted on, the columns of the `supervision`
+/// table (SPEC §9) without the writer's topic, partition and version.
+fn write_supervision_csv(engine: &mut Engine, dir: &Path) -> anyhow::Result<()> {
+    use crate::sinks::clickhouse::rows::{Origin, SupervisionRecord};
+    let origin = Origin {
+        topic: String::new(),
+        partition: 0,
+    };
+    let mut rows: Vec<SupervisionRecord> = engine
+        .all_supervision_rows()
+        .iter()
+        .map(|r| SupervisionRecord::new(r, engine.syms(), &origin))
+        .collect();
+    rows.sort_by(|a, b| (&a.case_id, &a.kind).cmp(&(&b.case_id, &b.kind)));
+    let time = |t: Option<u32>| opt_time(t.map(i64::from));
+    let mut w = csv::Writer::from_path(dir.join("supervision.csv"))?;
+    w.write_record(SUPERVISION_COLUMNS)?;
+    for r in rows {
+        w.write_record([
+            r.case_id,
+            r.kind,
+            r.center_id,
+            r.window_id,
+            r.order_state,
+            time(r.ordered_at),
+            r.ordered_by,
+            r.order_note,
+            r.response_days.to_string(),
+            time(r.response_due),
+            time(r.responded_at),
+            r.responded_by,
+            r.response_note,
+            r.response_late.to_string(),
+            time(r.first_missed_deadline),
+            r.reopens.to_string(),
+            time(r.closed_at),
+            r.closed_by,
+            r.close_note,
+            time(r.cancelled_at),
+            r.appeal_state,
+            time(r.appealed_at),
+            r.appealed_by,
+            r.appeal_reason,
+            time(r.decided_at),
+            r.decided_by,
+            r.decision_note,
+        ])?;
+    }
+    w.flush()?;
     Ok(())
 }
+
+/// Columns of `supervision.csv`.
+const SUPERVISION_COLUMNS: [&str; 27] = [
+    "case_id",
+    "kind",
+    "center_id",
+    "window_id",
+    "order_state",
+    "ordered_at",
+    "ordered_by",
+    "order_note",
+    "response_days",
+    "response_due",
+    "responded_at",
+    "responded_by",
+    "response_note",
+    "response_late",
+    "first_missed_deadline",
+    "reopens",
+    "closed_at",
+    "closed_by",
+    "close_note",
+    "cancelled_at",
+    "appeal_state",
+    "appealed_at",
+    "appealed_by",
+    "appeal_reason",
+    "decided_at",
+    "decided_by",
+    "decision_note",
+];

@@ -1,6 +1,7 @@
 //! A reproducible event stream of one service centre, modelled on the seed county: 22 windows,
 //! ~330 items, ~1,550 cases a month, nearly all completed early, with pauses, extensions, fees,
-//! evaluations, a small rate of every anomaly kind, late and duplicate deliveries and invalid
+//! evaluations, a small rate of every anomaly kind, the supervision office's orders and the
+//! windows' appeals on some of the cards (SPEC §9), late and duplicate deliveries and invalid
 //! lines. Events of all cases are merged in arrival order, as a real topic would hold them.
 //!
 //! Pure: the same profile, options and seed always give the same lines.
@@ -176,6 +177,8 @@ struct CaseBuilder<'a> {
     window: &'a WindowDef,
     seq: u32,
     out: Vec<(Instant, Value)>,
+    /// Cards raised by the case that hold from the instant given onwards, with their kind.
+    cards: Vec<(&'static str, Instant)>,
 }
 
 impl CaseBuilder<'_> {
@@ -260,8 +263,14 @@ pub(crate) fn generate(profile: &Profile, opts: &SimOptions) -> Vec<SimEvent> {
             window: &profile.windows[item.window],
             seq: 0,
             out: Vec::new(),
+            cards: Vec::new(),
         };
         simulate_case(&mut b, item, t0, &cal, &mut rng);
+        // Supervision draws from its own generator, so the rest of the stream does not
+        // depend on it.
+        let mut office =
+            ChaCha8Rng::seed_from_u64(opts.seed ^ (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        supervise(&mut b, &cal, &mut office);
         for (arrives, v) in b.out {
             let occurred = v["occurred_at"]
                 .as_str()
@@ -383,13 +392,18 @@ fn simulate_case(
         source,
         accepted.clone(),
     );
+    if late_acceptance {
+        b.cards.push(("late_acceptance", accepted_at));
+    }
     if rng.random_bool(Rates::DOUBLE_ACCEPTANCE) {
         let t = accepted_at + rng.random_range(3600..3 * DAY);
         b.push(t, arrive(t, rng), "accepted", "department", accepted);
+        b.cards.push(("double_acceptance", t));
     }
     if let Some(fee) = item.fee_cents {
         let t = accepted_at + rng.random_range(60..1800);
         let amount = if rng.random_bool(Rates::OVERCHARGE) {
+            b.cards.push(("overcharge", t));
             fee + 500 * rng.random_range(1..10)
         } else {
             fee
@@ -535,7 +549,105 @@ fn simulate_case(
         if out_of_loop { "department" } else { "hall" },
         completed,
     );
+    if overdue && !too_fast {
+        b.cards.push(("overdue", done));
+    }
     evaluate(b, done, rng);
+}
+
+/// The office's work on a case's cards: on about half an order with two working days to
+/// respond (mostly answered in time, some late, some never; most closed, a few reopened), on
+/// about a fifth an appeal that is granted or rejected a day later.
+fn supervise(b: &mut CaseBuilder<'_>, cal: &WorkCalendar, rng: &mut ChaCha8Rng) {
+    const HOUR: i64 = 3600;
+    let supervisor = json!({"id": "sup-01", "role": "supervisor"});
+    let window = json!({"id": format!("{}-user", b.window.id), "role": "window"});
+    let later = |t: Instant, hours: std::ops::Range<i64>, rng: &mut ChaCha8Rng| {
+        cal.add_working(t, rng.random_range(hours) * HOUR, DayUnit::Working)
+    };
+    let cards = std::mem::take(&mut b.cards);
+    for (kind, held_from) in cards {
+        let act = |b: &mut CaseBuilder<'_>,
+                   t: Instant,
+                   action: &str,
+                   actor: &Value,
+                   note: &str,
+                   days: Option<i64>| {
+            let mut fields = json!({"action": action, "kind": kind, "actor": actor, "note": note});
+            if let Some(d) = days {
+                fields["response_days"] = json!(d);
+            }
+            b.push(t, t + 2, "supervision", "supervision", fields);
+        };
+        match rng.random_range(0..10) {
+            0..=4 => {
+                let ordered = later(held_from, 1..24, rng);
+                act(
+                    b,
+                    ordered,
+                    "order",
+                    &supervisor,
+                    "请于两个工作日内核查并反馈。",
+                    Some(2),
+                );
+                let responded = match rng.random_range(0..20) {
+                    0..=13 => later(ordered, 1..36, rng),
+                    14..=16 => later(ordered, 49..96, rng),
+                    _ => continue,
+                };
+                act(
+                    b,
+                    responded,
+                    "respond",
+                    &window,
+                    "已核查，情况说明见附件。",
+                    None,
+                );
+                if rng.random_bool(0.85) {
+                    let closed = later(responded, 1..24, rng);
+                    act(
+                        b,
+                        closed,
+                        "close",
+                        &supervisor,
+                        "反馈属实，予以办结。",
+                        None,
+                    );
+                    continue;
+                }
+                let reopened = later(responded, 1..8, rng);
+                act(
+                    b,
+                    reopened,
+                    "reopen",
+                    &supervisor,
+                    "说明不充分，请补充。",
+                    Some(1),
+                );
+                let again = later(reopened, 1..20, rng);
+                act(b, again, "respond", &window, "已补充说明。", None);
+                act(b, later(again, 1..8, rng), "close", &supervisor, "", None);
+            }
+            5..=6 => {
+                let appealed = later(held_from, 2..30, rng);
+                act(
+                    b,
+                    appealed,
+                    "appeal",
+                    &window,
+                    "系申请人原因，非窗口责任。",
+                    None,
+                );
+                let decided = later(appealed, 8..24, rng);
+                if rng.random_bool(0.4) {
+                    act(b, decided, "grant", &supervisor, "申诉成立。", None);
+                } else {
+                    act(b, decided, "reject", &supervisor, "申诉理由不成立。", None);
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 fn evaluate(b: &mut CaseBuilder<'_>, done: Instant, rng: &mut ChaCha8Rng) {

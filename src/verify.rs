@@ -1,4 +1,4 @@
-//! `casewatch verify`: recounts `window_daily` from `cases` and `anomalies` in ClickHouse,
+//! `casewatch verify`: recounts `window_daily` from `cases`, `anomalies` and `supervision` in ClickHouse,
 //! independently of the engine's incremental aggregation, and reports every differing row.
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,10 +18,28 @@ pub(crate) type DailyTable = BTreeMap<(i64, String, String, String), Counters>;
 /// A holding anomaly: (case, level, detected_at).
 pub(crate) type HeldAnomaly = (String, String, u32);
 
-/// The `window_daily` rows that `cases` and the holding anomalies imply.
+/// What a `supervision` row contributes: (case, ordered_at, response_late,
+/// first_missed_deadline, responded_at, appeal_state, appealed_at, decided_at).
+pub(crate) type SupervisionFacts = (
+    String,
+    Option<u32>,
+    u8,
+    Option<u32>,
+    Option<u32>,
+    String,
+    Option<u32>,
+    Option<u32>,
+);
+
+/// The columns of [`SupervisionFacts`].
+const SUPERVISION_FACTS: &str = "case_id, ordered_at, response_late, first_missed_deadline, \
+     responded_at, appeal_state, appealed_at, decided_at";
+
+/// The `window_daily` rows that `cases`, the holding anomalies and `supervision` imply.
 pub(crate) fn expected_daily(
     cases: &[CaseRecord],
     anomalies: &[HeldAnomaly],
+    supervision: &[SupervisionFacts],
     calendars: &Calendars,
 ) -> DailyTable {
     let mut out: DailyTable = BTreeMap::new();
@@ -85,6 +103,29 @@ pub(crate) fn expected_daily(
         add(c, *detected_at, k, 1);
         add(c, *detected_at, counter::ANOMALIES, 1);
     }
+    for (case_id, ordered_at, late, missed, responded_at, appeal, appealed_at, decided_at) in
+        supervision
+    {
+        let Some(c) = by_id.get(case_id.as_str()) else {
+            continue;
+        };
+        if let Some(t) = ordered_at {
+            add(c, *t, counter::ORDERS, 1);
+        }
+        match (late, missed, responded_at) {
+            (1, Some(t), _) => add(c, *t, counter::ORDERS_OVERDUE, 1),
+            (_, None, Some(t)) => add(c, *t, counter::ORDERS_RESPONDED_ON_TIME, 1),
+            _ => {}
+        }
+        if let Some(t) = appealed_at {
+            add(c, *t, counter::APPEALS, 1);
+        }
+        match (appeal.as_str(), decided_at) {
+            ("granted", Some(t)) => add(c, *t, counter::APPEALS_GRANTED, 1),
+            ("rejected", Some(t)) => add(c, *t, counter::APPEALS_REJECTED, 1),
+            _ => {}
+        }
+    }
     out.retain(|_, c| c.iter().any(|v| *v != 0));
     out
 }
@@ -139,8 +180,14 @@ pub(crate) async fn verify_command(
         .query("SELECT case_id, level, detected_at FROM anomalies FINAL WHERE revoked = 0")
         .fetch_all()
         .await?;
+    let supervision: Vec<SupervisionFacts> = client
+        .query(&format!(
+            "SELECT {SUPERVISION_FACTS} FROM supervision FINAL"
+        ))
+        .fetch_all()
+        .await?;
     let (first, last) = (day_number(from), day_number(to));
-    let mut expected = expected_daily(&cases, &anomalies, &calendars);
+    let mut expected = expected_daily(&cases, &anomalies, &supervision, &calendars);
     expected.retain(|k, _| (first..=last).contains(&k.0));
     let rows: Vec<crate::sinks::clickhouse::rows::DailyRecord> = client
         .query(&format!(
@@ -162,7 +209,7 @@ pub(crate) async fn verify_command(
     let diff = compare(&expected, &actual);
     if diff.is_empty() {
         println!(
-            "window_daily agrees with cases and anomalies: {} rows from {from} to {to}",
+            "window_daily agrees with cases, anomalies and supervision: {} rows from {from} to {to}",
             actual.len()
         );
         Ok(0)
@@ -171,7 +218,7 @@ pub(crate) async fn verify_command(
             println!("{d}");
         }
         println!(
-            "{} window_daily rows differ from what cases and anomalies imply",
+            "{} window_daily rows differ from what cases, anomalies and supervision imply",
             diff.len()
         );
         Ok(1)

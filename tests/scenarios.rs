@@ -893,6 +893,35 @@ fn assert_aggregates_match_cases(engine: &mut Engine) {
             _ => {}
         }
     }
+    for s in engine.all_supervision_rows() {
+        let cal = engine.calendar_of(s.center);
+        let case = engine
+            .all_case_rows()
+            .into_iter()
+            .find(|r| r.case_id == s.case_id)
+            .unwrap();
+        let mut add = |t: Instant, c: u8| {
+            expected
+                .entry((cal.local_day(t), s.center, s.window, case.facts.item_code))
+                .or_insert(casewatch::core::aggregate::ZERO)[c as usize] += 1;
+        };
+        if let Some(t) = s.ordered_at() {
+            add(t, counter::ORDERS);
+        }
+        match (s.first_missed_deadline(), s.responded_at()) {
+            (Some(t), _) if s.overdue_holds => add(t, counter::ORDERS_OVERDUE),
+            (None, Some(t)) => add(t, counter::ORDERS_RESPONDED_ON_TIME),
+            _ => {}
+        }
+        if let Some(t) = s.appealed_at() {
+            add(t, counter::APPEALS);
+        }
+        match s.decision() {
+            Some((true, t)) => add(t, counter::APPEALS_GRANTED),
+            Some((false, t)) => add(t, counter::APPEALS_REJECTED),
+            None => {}
+        }
+    }
     expected.retain(|_, c| c.iter().any(|v| *v != 0));
     let actual: BTreeMap<(i64, u32, u32, u32), Counters> = engine
         .daily_rows()
@@ -910,6 +939,10 @@ fn aggregates_equal_the_counts_the_case_rows_imply() {
     let lines = simulated_lines(3, 4);
     let mut engine = run(&lines, at(AS_OF));
     assert!(engine.case_count() > 300);
+    assert!(
+        !engine.all_supervision_rows().is_empty(),
+        "the stream carries supervision actions"
+    );
     assert_aggregates_match_cases(&mut engine);
 }
 
@@ -950,6 +983,9 @@ fn a_persisted_snapshot_keeps_evicted_cases_and_refuses_other_formats() {
         Err(SnapshotError::NotASnapshot)
     );
 }
+
+#[path = "scenarios/supervision.rs"]
+mod supervision;
 
 mod properties {
     use super::*;

@@ -1081,6 +1081,7 @@ pub(crate) async fn send_test(
         version: 0,
         calendar_provisional: 0,
         round: 1,
+        annulled: 0,
     };
     let (records_tx, mut records_rx) = mpsc::unbounded_channel();
     let sender = Sender {

@@ -84,6 +84,9 @@ impl Context<'_> {
     }
 
     fn advice(&self) -> &'static str {
+        if self.revocation && self.alert.annulled == 1 {
+            return "窗口申诉成立，该牌已作废，不计入考核，无需处理。";
+        }
         if self.revocation {
             return "后续事件表明该异常并未发生，此前的提醒作废，无需处理。";
         }
@@ -98,6 +101,9 @@ impl Context<'_> {
                 "申请超过 5 个工作日未受理：请尽快受理或答复申请人。"
             }
             Some(AnomalyKind::Overcharge) => "收费高于公示标准：请核查并依规退还。",
+            Some(AnomalyKind::SupervisionOverdue) => {
+                "督办事项超过反馈时限仍未答复：请窗口立即反馈，分管领导约谈窗口负责人。"
+            }
             Some(AnomalyKind::SpecialProcedureOverrun) => {
                 "特别程序超过批准天数：请核查并尽快恢复办理。"
             }

@@ -34,6 +34,7 @@ pub(super) fn alert(level: &str, kind: &str, window: &str) -> AlertRecord {
         version: 1,
         calendar_provisional: 0,
         round: 1,
+        annulled: 0,
     }
 }
 

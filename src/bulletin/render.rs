@@ -233,6 +233,7 @@ pub(crate) fn document(lang: Lang, f: &Figures, ranked: &[Ranked]) -> Document {
     irregular_cases(&mut doc, lang, f);
     evaluations(&mut doc, lang, f);
     idle_windows(&mut doc, lang, f);
+    supervision(&mut doc, lang, f);
     if f.provisional_cases > 0 {
         doc.text(provisional_footnote(lang, f.provisional_cases));
     }
@@ -477,6 +478,57 @@ fn idle_windows(doc: &mut Document, lang: Lang, f: &Figures) {
     } else {
         doc.text(idle.join(lang.t("、", ", ")));
     }
+}
+
+/// 六、督办情况 (SPEC §9): per window with orders or appeals in the period, its orders, the
+/// responses on time and overdue, and the appeals granted and rejected; then the centre's total.
+fn supervision(doc: &mut Document, lang: Lang, f: &Figures) {
+    doc.heading(2, lang.t("六、督办情况", "6. Supervision"));
+    let figures = |s: &Sums| {
+        [
+            s.orders,
+            s.orders_responded_on_time,
+            s.orders_overdue,
+            s.appeals,
+            s.appeals_granted,
+            s.appeals_rejected,
+        ]
+    };
+    let mut rows: Vec<Vec<String>> = f
+        .windows
+        .iter()
+        .filter(|w| figures(&w.sums).iter().any(|n| *n != 0))
+        .map(|w| {
+            let mut row = vec![format!("{}（{}）", w.name, w.window_id)];
+            row.extend(figures(&w.sums).iter().map(i64::to_string));
+            row
+        })
+        .collect();
+    if rows.is_empty() {
+        doc.text(lang.t("本期无督办和申诉。", "No supervision orders or appeals."));
+        return;
+    }
+    let mut total = vec![lang.t("合计", "Total").to_string()];
+    total.extend(figures(&f.totals).iter().map(i64::to_string));
+    rows.push(total);
+    doc.table(
+        &[
+            lang.t("窗口", "window"),
+            lang.t("督办", "orders"),
+            lang.t("按时反馈", "answered on time"),
+            lang.t("超期反馈", "answered late or not"),
+            lang.t("申诉", "appeals"),
+            lang.t("申诉成立", "granted"),
+            lang.t("申诉驳回", "rejected"),
+        ],
+        rows,
+    );
+    doc.text(lang.t(
+        "注：申诉成立的黄牌、红牌已作废，不计入以上各项比率、窗口排名和异常统计；超期办件的申诉成立后按按时办结统计。",
+        "Note: a yellow or red card whose appeal was granted is annulled: it counts in no rate, \
+         ranking or anomaly figure above, and an overdue case whose card was annulled counts as \
+         completed on time.",
+    ));
 }
 
 /// The footnote of a period with deadlines in a year without holiday data (SPEC §2).

@@ -44,7 +44,10 @@ pub(super) fn check_config(cfg: &Config) -> anyhow::Result<i32> {
 }
 
 /// `casewatch validate`: a reason per invalid line; exit 1 if any.
-pub(super) fn validate(file: &Path) -> anyhow::Result<i32> {
+pub(super) fn validate(
+    file: &Path,
+    mut engine: Option<crate::core::engine::Engine>,
+) -> anyhow::Result<i32> {
     let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
     let now = wall_now();
     let mut by_reason: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
@@ -53,7 +56,16 @@ pub(super) fn validate(file: &Path) -> anyhow::Result<i32> {
     let mut out = stdout.lock();
     for line in NdjsonLines::new(BufReader::new(f)) {
         let line = line?;
-        match crate::core::event::parse_event(&line.bytes, now) {
+        let parsed =
+            crate::core::event::parse_event(&line.bytes, now).and_then(|event| {
+                match engine.as_mut().map(|e| e.apply(&event)) {
+                    Some(crate::core::engine::ApplyOutcome::InvalidAction) => {
+                        Err(crate::core::event::Reason::InvalidAction)
+                    }
+                    _ => Ok(event),
+                }
+            });
+        match parsed {
             Ok(_) => valid += 1,
             Err(reason) => {
                 invalid += 1;

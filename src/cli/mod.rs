@@ -52,6 +52,11 @@ pub(crate) enum Command {
     Validate {
         /// The NDJSON file.
         file: PathBuf,
+        /// Also apply the valid lines in file order, as `replay` does (with the configuration's
+        /// calendars and levels), and report the supervision actions that do not fit their
+        /// case (`invalid_action`).
+        #[arg(long)]
+        actions: bool,
     },
     /// Run an NDJSON file through the engine on the event clock and write CSV outputs.
     Replay {
@@ -309,7 +314,14 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     let config = || Config::load_from_process(cli.config.as_deref());
     match cli.command {
         Command::CheckConfig => check_config(&config()?),
-        Command::Validate { file } => validate(&file),
+        Command::Validate { file, actions } => {
+            let engine = if actions {
+                Some(config()?.new_engine()?)
+            } else {
+                None
+            };
+            validate(&file, engine)
+        }
         Command::Replay {
             file,
             as_of,

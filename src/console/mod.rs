@@ -4,8 +4,10 @@
 //!
 //! * [`auth`]: passwords, sessions, CSRF tokens, login limits, scopes (pure).
 //! * [`pages`]: the handlers and their queries (every parameter bound, every query scoped).
+//! * [`actions`]: the supervision loop's forms and actions, produced to the events topic.
 //! * `templates/console/*.html`: askama templates, checked at compile time, escaped output.
 
+mod actions;
 pub(crate) mod auth;
 mod pages;
 
@@ -33,6 +35,8 @@ pub(crate) struct Console {
     /// The centres' calendars, for their timezones (bulletins read the holiday data afresh).
     calendars: crate::core::engine::Calendars,
     client: ::clickhouse::Client,
+    /// Produces the supervision actions to the events topic.
+    actions: actions::ActionProducer,
     signer: Signer,
     limiter: LoginLimiter,
     /// A hash of a random password: checked when a login names no user, so the answer takes
@@ -345,6 +349,7 @@ pub(crate) fn router(console: Arc<Console>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
+        .route("/case/{id}/action", post(actions::act))
         .route("/lang", get(language))
         .route("/static/console.css", get(asset_css))
         .route("/static/console.js", get(asset_js))
@@ -367,6 +372,7 @@ pub(crate) fn console(cfg: &Config) -> anyhow::Result<Arc<Console>> {
         cfg: cfg.clone(),
         calendars: cfg.calendars()?,
         client: crate::sinks::clickhouse::client(&cfg.clickhouse),
+        actions: actions::ActionProducer::new(&cfg.kafka)?,
         signer: Signer::new(key.as_bytes())?,
         dummy_hash: auth::hash_password(&auth::random_token())?,
         limiter: LoginLimiter::new(

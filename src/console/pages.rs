@@ -506,6 +506,61 @@ struct CasePage {
     anomalies: Vec<ShownAnomaly>,
     alerts: Vec<ShownAnomaly>,
     deliveries: Vec<ShownDelivery>,
+    /// The case's cards with the viewer's forms (SPEC §9).
+    cards: Vec<super::actions::ShownCard>,
+    /// Its supervision history: one row per card acted on.
+    supervision: Vec<ShownSupervision>,
+    /// An action this viewer just produced, and where it stands.
+    pending: Option<super::actions::Pending>,
+}
+
+/// A `supervision` row with its times shown.
+struct ShownSupervision {
+    kind: String,
+    order_state: String,
+    ordered: String,
+    order_note: String,
+    response_due: String,
+    responded: String,
+    response_note: String,
+    late: bool,
+    reopens: u16,
+    closed: String,
+    appeal_state: String,
+    appealed: String,
+    appeal_reason: String,
+    decided: String,
+    decision_note: String,
+}
+
+impl ShownSupervision {
+    fn new(c: &Console, s: super::actions::SupervisionLine) -> Self {
+        let by = |t: Option<u32>, who: &str| {
+            let at = shown(c, t);
+            if at.is_empty() {
+                at
+            } else {
+                format!("{at} {who}")
+            }
+        };
+        Self {
+            ordered: by(s.ordered_at, &s.ordered_by),
+            response_due: shown(c, s.response_due),
+            responded: by(s.responded_at, &s.responded_by),
+            closed: by(s.closed_at, &s.closed_by),
+            appealed: by(s.appealed_at, &s.appealed_by),
+            decided: by(s.decided_at, &s.decided_by),
+            late: s.response_late == 1,
+            kind: s.kind,
+            order_state: s.order_state,
+            order_note: s.order_note,
+            response_note: s.response_note,
+            reopens: s.reopens,
+            appeal_state: s.appeal_state,
+            appeal_reason: s.appeal_reason,
+            decision_note: s.decision_note,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -526,16 +581,7 @@ async fn case_search(
     };
     let id = q.id.trim();
     if !id.is_empty() {
-        let encoded: String = id
-            .bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect();
-        return Redirect::to(&format!("/case/{encoded}")).into_response();
+        return Redirect::to(&format!("/case/{}", url_segment(id))).into_response();
     }
     page(CasePage {
         f: Frame::of(&v, None),
@@ -545,18 +591,47 @@ async fn case_search(
         anomalies: vec![],
         alerts: vec![],
         deliveries: vec![],
+        cards: vec![],
+        supervision: vec![],
+        pending: None,
     })
+}
+
+/// A path segment with every byte but unreserved ones percent-encoded.
+pub(crate) fn url_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[derive(Deserialize, Default)]
+struct PendingQuery {
+    /// The event id of an action this viewer just produced.
+    #[serde(default)]
+    pending: String,
 }
 
 async fn case(
     State(c): State<Arc<Console>>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    Query(q): Query<PendingQuery>,
 ) -> Response {
-    answer(&c, &headers, async |v| case_page(&c, v, id).await).await
+    answer(&c, &headers, async |v| {
+        case_page(&c, v, id, &q.pending).await
+    })
+    .await
 }
 
-async fn case_page(c: &Console, v: &Viewer, id: String) -> anyhow::Result<Option<CasePage>> {
+async fn case_page(
+    c: &Console,
+    v: &Viewer,
+    id: String,
+    pending: &str,
+) -> anyhow::Result<Option<CasePage>> {
     let sql = format!(
         "SELECT case_id, center_id, window_id, department, item_code, item_name, item_kind, status, outcome, toUInt32(accepted_at) AS accepted_at, toUInt32(promised_deadline) AS promised_deadline, toUInt32(legal_deadline) AS legal_deadline, toUInt32(ended_at) AS ended_at, on_time, early, overdue, rating, alert_level FROM cases FINAL WHERE case_id = ? AND {}",
         super::auth::Scope::SQL
@@ -571,14 +646,30 @@ async fn case_page(c: &Console, v: &Viewer, id: String) -> anyhow::Result<Option
         return Ok(None);
     };
     let (anomalies, alerts, deliveries) = cards_of(c, &id).await?;
+    let (cards, supervision) = super::actions::case_cards(c, v, &id).await?;
+    let pending = match pending {
+        "" => None,
+        p => Some(super::actions::pending(c, &id, p).await?),
+    };
+    // While an action waits for the consumer, the page follows it live.
+    let live = match &pending {
+        Some(super::actions::Pending::Waiting(_)) => Some(live_token(c).await?),
+        _ => None,
+    };
     Ok(Some(CasePage {
-        f: Frame::of(v, None),
+        f: Frame::of(v, live),
         events: timeline(c, &id).await?,
         query: id,
         anomalies,
         alerts,
         deliveries,
         case: Some(ShownCase::new(c, f)),
+        supervision: supervision
+            .into_iter()
+            .map(|s| ShownSupervision::new(c, s))
+            .collect(),
+        cards,
+        pending,
     }))
 }
 

@@ -40,6 +40,12 @@ macro_rules! window_counters {
             alerts_yellow ALERTS_YELLOW,
             alerts_red ALERTS_RED,
             anomalies ANOMALIES,
+            orders ORDERS,
+            orders_responded_on_time ORDERS_RESPONDED_ON_TIME,
+            orders_overdue ORDERS_OVERDUE,
+            appeals APPEALS,
+            appeals_granted APPEALS_GRANTED,
+            appeals_rejected APPEALS_REJECTED,
         }
     };
 }
@@ -95,10 +101,10 @@ pub struct DailyKey {
 
 /// One entry of a case's contribution: `value` added to `counter` on the local day of `at`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Entry {
-    at: Instant,
-    counter: u8,
-    value: i64,
+pub(crate) struct Entry {
+    pub(crate) at: Instant,
+    pub(crate) counter: u8,
+    pub(crate) value: i64,
 }
 
 /// No entry in a slot.
@@ -282,6 +288,31 @@ pub(crate) fn diff(
                 n.map(|at| (new.key(at), anomaly_entries(rules, kind, at)[part])),
             );
         }
+    }
+}
+
+/// Calls `f(key, counter, delta)` for every change of `window_daily` that turns a case's
+/// supervision entries (`core::supervision::entries`) `old` into `new`. Cases without
+/// supervision have none, and cost nothing.
+pub(crate) fn diff_entries(
+    old: Option<(Placed<'_>, &[Entry])>,
+    new: (Placed<'_>, &[Entry]),
+    mut f: impl FnMut(DailyKey, u8, i64),
+) {
+    if let Some((o, entries)) = old {
+        let same_row = std::ptr::eq(o.calendar, new.0.calendar)
+            && o.facts.center == new.0.facts.center
+            && o.facts.window == new.0.facts.window
+            && o.facts.item_code == new.0.facts.item_code;
+        if same_row && entries == new.1 {
+            return;
+        }
+        for e in entries {
+            f(o.key(e.at), e.counter, -e.value);
+        }
+    }
+    for e in new.1 {
+        f(new.0.key(e.at), e.counter, e.value);
     }
 }
 

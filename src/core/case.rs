@@ -8,12 +8,13 @@
 use super::calendar::{DayUnit, Instant, WorkCalendar, DAY};
 use super::event::{CaseEvent, EventBody, ItemKind, Outcome, PauseReason, Source};
 use super::rules::{thresholds, AnomalyKind, Level, Rules};
+use super::supervision::{self, Supervision};
 
 /// An interned string (centre, window, department, item code or name); 0 is "none".
 pub(crate) type Sym = u32;
 
 /// An optional instant stored in 8 bytes (`i64::MIN` is "none").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct At(i64);
 
 impl From<Option<Instant>> for At {
@@ -164,6 +165,8 @@ pub(crate) struct Rare {
     /// Revocations per anomaly kind so far: the round of a raise is this plus one (SPEC §4,
     /// "Rounds").
     pub(crate) revocations: [u16; AnomalyKind::COUNT],
+    /// The supervision loop of its cards (SPEC §9), one entry per kind acted on.
+    pub(crate) supervision: Vec<Supervision>,
 }
 
 /// The rare part of a case that has none of it.
@@ -174,6 +177,7 @@ static NO_RARE: Rare = Rare {
     backfilled_at: At::NONE,
     overcharge_at: At::NONE,
     revocations: [0; AnomalyKind::COUNT],
+    supervision: Vec::new(),
 };
 
 impl Rare {
@@ -245,11 +249,11 @@ pub struct Facts {
 
 /// The detected_at of each anomaly kind that holds, 8 bytes per kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Anomalies([At; 9]);
+pub struct Anomalies([At; AnomalyKind::COUNT]);
 
 impl Anomalies {
     /// No anomaly holds.
-    pub const NONE: Anomalies = Anomalies([At::NONE; 9]);
+    pub const NONE: Anomalies = Anomalies([At::NONE; AnomalyKind::COUNT]);
 
     /// When the anomaly of `kind` was detected, if it holds.
     pub fn get(&self, kind: AnomalyKind) -> Option<Instant> {
@@ -483,6 +487,9 @@ impl CaseState {
                         at: t,
                     });
                 }
+            }
+            EventBody::Supervision(action) => {
+                supervision::apply(&mut self.rare_mut().supervision, action, t)
             }
         }
         Applied::Applied
@@ -733,6 +740,10 @@ impl CaseState {
             Self::special_procedure_overrun(&rare.pauses, end_at, cal, now, &mut next, &mut span),
         );
 
+        if !rare.supervision.is_empty() {
+            self.supervise(&mut facts, &mut anomalies, cal, now, &mut next, &mut span);
+        }
+
         facts.anomalies = anomalies;
         facts.next_change = next.0.into();
         facts.provisional_year = span.0.and_then(|(a, b)| cal.first_uncovered_year(a, b));
@@ -741,6 +752,70 @@ impl CaseState {
 }
 
 impl CaseState {
+    /// The supervision loop's part of the facts (SPEC §9): `supervision_overdue` from the
+    /// orders' response deadlines, then the annulment of every card whose appeal was granted.
+    fn supervise(
+        &self,
+        facts: &mut Facts,
+        anomalies: &mut Anomalies,
+        cal: &WorkCalendar,
+        now: Instant,
+        next: &mut NextChange,
+        span: &mut CalendarSpan,
+    ) {
+        let mut late: Option<Instant> = None;
+        for s in &self.rare().supervision {
+            let Some(order) = &s.order else { continue };
+            let timing = order.timing(cal, now);
+            span.cover_rule(
+                order.ordered_at(),
+                timing.due,
+                order.current().response.get(),
+            );
+            if let Some(l) = timing.first_late {
+                late = Some(late.map_or(l, |x| x.min(l)));
+            }
+            if let Some(p) = timing.pending {
+                next.offer(p);
+            }
+        }
+        anomalies.set(AnomalyKind::SupervisionOverdue, late);
+        for s in &self.rare().supervision {
+            if s.annulled() {
+                anomalies.set(s.kind, None);
+                // An excused lateness: the completed case counts as on time.
+                if s.kind == AnomalyKind::Overdue && facts.completed_at.is_some() {
+                    facts.on_time = true;
+                }
+            }
+        }
+    }
+
+    /// What the case's supervision adds to `window_daily` with these facts (none for a case
+    /// without supervision).
+    pub(crate) fn supervision_entries(
+        &self,
+        cal: &WorkCalendar,
+        now: Instant,
+        facts: &Facts,
+    ) -> Vec<super::aggregate::Entry> {
+        let supervision = &self.rare().supervision;
+        if supervision.is_empty() {
+            return Vec::new();
+        }
+        supervision::entries(
+            supervision,
+            cal,
+            now,
+            facts.anomalies.holds(AnomalyKind::SupervisionOverdue),
+        )
+    }
+
+    /// The supervision of the card of `kind`, if any action concerned it.
+    pub(crate) fn supervision_of(&self, kind: AnomalyKind) -> Option<&Supervision> {
+        self.rare().supervision.iter().find(|s| s.kind == kind)
+    }
+
     /// `late_acceptance`: the intake did not end within 5 working days of the submission.
     /// Its detected_at, if it holds; else the limit is offered as the next change.
     fn late_acceptance(

@@ -10,6 +10,7 @@ use std::fmt;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::calendar::{DayUnit, Instant};
+use super::rules::AnomalyKind;
 
 /// Largest accepted message or line, in bytes (newline excluded).
 pub(crate) const MAX_EVENT_BYTES: usize = 65_536;
@@ -30,6 +31,9 @@ pub enum Reason {
     /// A Kafka message whose key is not its `case_id` (SPEC §7): its case would be split
     /// between partitions, hence engines.
     KeyMismatch,
+    /// A `supervision` event that does not fit its case's state or its actor's role (SPEC §9).
+    /// Decided by the engine, not by the parser.
+    InvalidAction,
 }
 
 impl fmt::Display for Reason {
@@ -43,6 +47,7 @@ impl fmt::Display for Reason {
             Reason::InvalidField(name) => write!(f, "invalid_field:{name}"),
             Reason::FutureTimestamp => f.write_str("future_timestamp"),
             Reason::KeyMismatch => f.write_str("key_mismatch"),
+            Reason::InvalidAction => f.write_str("invalid_action"),
         }
     }
 }
@@ -56,7 +61,7 @@ impl Reason {
                 "not a single UTF-8 JSON object (or a duplicate key, BOM, NaN/Infinity)".into()
             }
             Reason::UnsupportedVersion => "only wire-format version 1 is supported".into(),
-            Reason::UnknownType => "type is not one of the eleven event types".into(),
+            Reason::UnknownType => "type is not one of the twelve event types".into(),
             Reason::MissingField(name) => format!("required field {name} is absent or null"),
             Reason::InvalidField(name) => format!("field {name} has the wrong type or value"),
             Reason::FutureTimestamp => {
@@ -64,6 +69,10 @@ impl Reason {
             }
             Reason::KeyMismatch => {
                 "the Kafka message key is not the event's case_id (a case must stay on one partition)"
+                    .into()
+            }
+            Reason::InvalidAction => {
+                "a supervision action that does not fit the case's state or the actor's role"
                     .into()
             }
         }
@@ -76,6 +85,8 @@ pub enum Source {
     Hall,
     Department,
     Online,
+    /// The supervision console (SPEC §9).
+    Supervision,
 }
 
 impl Source {
@@ -85,6 +96,7 @@ impl Source {
             Source::Hall => "hall",
             Source::Department => "department",
             Source::Online => "online",
+            Source::Supervision => "supervision",
         }
     }
 }
@@ -239,10 +251,108 @@ pub(crate) enum EventBody {
         channel: Option<Text>,
         is_default: bool,
     },
+    Supervision(Box<SupervisionAction>),
 }
 
+/// A console action on a card (SPEC §9), boxed in [`EventBody`] so that ordinary events stay small.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SupervisionAction {
+    pub(crate) action: Action,
+    /// The anomaly kind of the card it concerns.
+    pub(crate) kind: AnomalyKind,
+    pub(crate) actor_id: Text,
+    pub(crate) actor_role: ActorRole,
+    pub(crate) note: Option<Text>,
+    /// Working days the window has to respond (required on `order` and `reopen`).
+    pub(crate) response_days: Option<i64>,
+}
+
+/// What a supervision event does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    Order,
+    Respond,
+    Close,
+    Reopen,
+    Appeal,
+    Grant,
+    Reject,
+}
+
+impl Action {
+    /// Every action, in the SPEC's order.
+    pub const ALL: [Action; 7] = [
+        Action::Order,
+        Action::Respond,
+        Action::Close,
+        Action::Reopen,
+        Action::Appeal,
+        Action::Grant,
+        Action::Reject,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Order => "order",
+            Action::Respond => "respond",
+            Action::Close => "close",
+            Action::Reopen => "reopen",
+            Action::Appeal => "appeal",
+            Action::Grant => "grant",
+            Action::Reject => "reject",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+
+    /// The role that may take it: a window answers and appeals, a supervisor does the rest.
+    pub fn role(self) -> ActorRole {
+        match self {
+            Action::Respond | Action::Appeal => ActorRole::Window,
+            _ => ActorRole::Supervisor,
+        }
+    }
+}
+
+/// The console role of whoever took an action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ActorRole {
+    Supervisor,
+    Window,
+    Viewer,
+}
+
+impl ActorRole {
+    /// Every role.
+    pub const ALL: [ActorRole; 3] = [ActorRole::Supervisor, ActorRole::Window, ActorRole::Viewer];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActorRole::Supervisor => "supervisor",
+            ActorRole::Window => "window",
+            ActorRole::Viewer => "viewer",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// Longest `note` of a supervision action, in characters.
+pub const MAX_NOTE_CHARS: usize = 2000;
+
+/// Longest response deadline of an order, in working days.
+pub const MAX_RESPONSE_DAYS: i64 = 30;
+
 /// The event types, by wire name.
-pub(crate) const EVENT_TYPES: [&str; 11] = [
+pub(crate) const EVENT_TYPES: [&str; 12] = [
     "submitted",
     "accepted",
     "not_accepted",
@@ -254,6 +364,7 @@ pub(crate) const EVENT_TYPES: [&str; 11] = [
     "completed",
     "withdrawn",
     "evaluated",
+    "supervision",
 ];
 
 impl EventBody {
@@ -271,6 +382,7 @@ impl EventBody {
             EventBody::Completed { .. } => "completed",
             EventBody::Withdrawn { .. } => "withdrawn",
             EventBody::Evaluated { .. } => "evaluated",
+            EventBody::Supervision(_) => "supervision",
         }
     }
 }
@@ -340,8 +452,13 @@ pub(crate) fn parse_event_text(text: &str, now: Instant) -> Result<CaseEvent, Re
             ("hall", Source::Hall),
             ("department", Source::Department),
             ("online", Source::Online),
+            ("supervision", Source::Supervision),
         ],
     )?;
+    // A supervision action comes from the console, and only from it.
+    if type_name == "supervision" && source != Source::Supervision {
+        return Err(Reason::InvalidField("source"));
+    }
     let center_id = obj.req_str("center_id", 1, 32)?;
     let window_id = if type_name == "accepted" {
         Some(obj.req_str("window_id", 1, 32)?)
@@ -449,7 +566,47 @@ fn parse_body(type_name: &str, obj: &Obj<'_, '_>) -> Result<EventBody, Reason> {
             channel: obj.opt_str("channel", 0, usize::MAX)?,
             is_default: obj.opt_bool("is_default")?.unwrap_or(false),
         },
+        "supervision" => EventBody::Supervision(Box::new(parse_supervision(obj)?)),
         _ => return Err(Reason::UnknownType),
+    })
+}
+
+fn parse_supervision(obj: &Obj<'_, '_>) -> Result<SupervisionAction, Reason> {
+    let action = match obj.get("action") {
+        None => return Err(Reason::MissingField("action")),
+        Some(Json::Str(s)) => Action::parse(s).ok_or(Reason::InvalidField("action"))?,
+        Some(_) => return Err(Reason::InvalidField("action")),
+    };
+    let kind = match obj.get("kind") {
+        None => return Err(Reason::MissingField("kind")),
+        Some(Json::Str(s)) => AnomalyKind::parse(s).ok_or(Reason::InvalidField("kind"))?,
+        Some(_) => return Err(Reason::InvalidField("kind")),
+    };
+    let actor = match obj.get("actor") {
+        None => return Err(Reason::MissingField("actor")),
+        Some(Json::Object(fields)) => Obj(fields),
+        Some(_) => return Err(Reason::InvalidField("actor")),
+    };
+    let actor_id = actor.req_str_at("id", "actor.id", 1, 64)?;
+    let actor_role = match actor.get("role") {
+        None => return Err(Reason::MissingField("actor.role")),
+        Some(Json::Str(s)) => ActorRole::parse(s).ok_or(Reason::InvalidField("actor.role"))?,
+        Some(_) => return Err(Reason::InvalidField("actor.role")),
+    };
+    let note = obj.opt_str("note", 0, MAX_NOTE_CHARS)?;
+    let response_days = match action {
+        Action::Order | Action::Reopen => {
+            Some(obj.req_int("response_days", 1, MAX_RESPONSE_DAYS)?)
+        }
+        _ => obj.opt_int("response_days", 1, MAX_RESPONSE_DAYS)?,
+    };
+    Ok(SupervisionAction {
+        action,
+        kind,
+        actor_id,
+        actor_role,
+        note,
+        response_days,
     })
 }
 

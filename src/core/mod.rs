@@ -11,3 +11,4 @@ pub mod event;
 pub(crate) mod interner;
 pub mod notice;
 pub mod rules;
+pub mod supervision;

@@ -50,8 +50,10 @@ impl fmt::Display for Level {
     }
 }
 
-/// The nine anomaly kinds of SPEC §4, in the SPEC's order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// The anomaly kinds of SPEC §4 in the SPEC's order, then `supervision_overdue` (§9).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum AnomalyKind {
     DeadlineWarning,
     Overdue,
@@ -62,13 +64,15 @@ pub enum AnomalyKind {
     LateAcceptance,
     Overcharge,
     SpecialProcedureOverrun,
+    /// 督办超期: a supervision order's response deadline passed without a response (SPEC §9).
+    SupervisionOverdue,
 }
 
 impl AnomalyKind {
-    /// Every kind, index = `kind as usize`.
     /// Number of kinds.
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 10;
 
+    /// Every kind, index = `kind as usize`.
     pub const ALL: [AnomalyKind; Self::COUNT] = [
         AnomalyKind::DeadlineWarning,
         AnomalyKind::Overdue,
@@ -79,6 +83,7 @@ impl AnomalyKind {
         AnomalyKind::LateAcceptance,
         AnomalyKind::Overcharge,
         AnomalyKind::SpecialProcedureOverrun,
+        AnomalyKind::SupervisionOverdue,
     ];
 
     /// The wire name.
@@ -93,6 +98,7 @@ impl AnomalyKind {
             AnomalyKind::LateAcceptance => "late_acceptance",
             AnomalyKind::Overcharge => "overcharge",
             AnomalyKind::SpecialProcedureOverrun => "special_procedure_overrun",
+            AnomalyKind::SupervisionOverdue => "supervision_overdue",
         }
     }
 
@@ -113,6 +119,7 @@ impl AnomalyKind {
             AnomalyKind::LateAcceptance => "超时受理",
             AnomalyKind::Overcharge => "违规收费",
             AnomalyKind::SpecialProcedureOverrun => "特别程序超时",
+            AnomalyKind::SupervisionOverdue => "督办超期",
         }
     }
 
@@ -120,9 +127,10 @@ impl AnomalyKind {
     pub fn default_level(self) -> Level {
         match self {
             AnomalyKind::DeadlineWarning => Level::Warning,
-            AnomalyKind::OutOfLoop | AnomalyKind::LegalOverdue | AnomalyKind::Overcharge => {
-                Level::Red
-            }
+            AnomalyKind::OutOfLoop
+            | AnomalyKind::LegalOverdue
+            | AnomalyKind::Overcharge
+            | AnomalyKind::SupervisionOverdue => Level::Red,
             _ => Level::Yellow,
         }
     }
@@ -137,6 +145,7 @@ impl AnomalyKind {
                 | AnomalyKind::OutOfLoop
                 | AnomalyKind::LateAcceptance
                 | AnomalyKind::SpecialProcedureOverrun
+                | AnomalyKind::SupervisionOverdue
         )
     }
 }
@@ -155,7 +164,7 @@ pub struct Rules {
     /// Remaining time at completion that makes a case early (default 1 working day).
     pub early_margin_secs: i64,
     /// Level of each kind, index = `kind as usize`.
-    pub levels: [Level; 9],
+    pub levels: [Level; AnomalyKind::COUNT],
 }
 
 impl Default for Rules {

@@ -180,6 +180,13 @@ impl PartitionProcessor {
             }
             ApplyOutcome::Duplicate => Handled::Duplicate,
             ApplyOutcome::Evicted => Handled::Evicted,
+            ApplyOutcome::InvalidAction => {
+                let reason = Reason::InvalidAction;
+                self.pending
+                    .dead_letters
+                    .push(self.dead_letter(offset, raw, reason, wall_now));
+                Handled::DeadLetter(reason)
+            }
         }
     }
 

@@ -213,6 +213,47 @@ async fn bulletin_figures_equal_independent_sql() {
     // 五、无业务窗口: the configured window without cases.
     assert!(md.contains("新设窗口（W99）"));
 
+    // 六、督办情况: every window's row and the total against the `supervision` table itself.
+    let in_month = |col: &str| {
+        format!("ifNull(toDate({col}, 'Asia/Shanghai') BETWEEN toDate('2014-10-01') AND toDate('2014-10-31'), 0) = 1")
+    };
+    let supervision_sql = |window: &str| {
+        format!(
+            "SELECT toString(countIf({})), toString(countIf(response_late = 0 AND first_missed_deadline IS NULL AND {})), \
+             toString(countIf(response_late = 1 AND {})), toString(countIf({})), \
+             toString(countIf(appeal_state = 'granted' AND {})), toString(countIf(appeal_state = 'rejected' AND {})) \
+             FROM supervision FINAL WHERE '{window}' = '' OR window_id = '{window}'",
+            in_month("ordered_at"),
+            in_month("responded_at"),
+            in_month("first_missed_deadline"),
+            in_month("appealed_at"),
+            in_month("decided_at"),
+            in_month("decided_at"),
+        )
+    };
+    let section = md.split("## 六、督办情况").nth(1).expect("section 六");
+    let total = markdown_row(section, "合计");
+    assert_eq!(
+        total[1..].to_vec(),
+        f.sql_row(&supervision_sql("")),
+        "六 合计"
+    );
+    assert_ne!(total[1], "0", "the month has supervision orders");
+    let windows: Vec<&str> = section
+        .lines()
+        .filter(|l| l.starts_with("| W") || l.starts_with("| 公安") || l.contains("窗口（"))
+        .collect();
+    assert!(!windows.is_empty());
+    for line in windows {
+        let cells: Vec<&str> = line.trim_matches('|').split(" | ").map(str::trim).collect();
+        let id = cells[0].rsplit_once('（').unwrap().1.trim_end_matches('）');
+        assert_eq!(
+            cells[1..].to_vec(),
+            f.sql_row(&supervision_sql(id)),
+            "六 {id}"
+        );
+    }
+
     // Snapshots of the Markdown and CSV (CASEWATCH_UPDATE_SNAPSHOTS=1 rewrites them).
     for (name, text) in [("bulletin-2014-10.md", &md), ("ranking-2014-10.csv", &csv)] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))

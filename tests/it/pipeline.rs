@@ -123,18 +123,19 @@ pub async fn tables_as_csv(db: &TestDb) -> BTreeMap<&'static str, Vec<Vec<String
             })
             .collect(),
     );
+    let counters = casewatch::core::aggregate::COUNTER_NAMES;
     let daily: Vec<String> = c
-        .query(
-            "SELECT arrayStringConcat([toString(day), center_id, window_id, item_code, toString(received), toString(accepted), \
-             toString(not_accepted), toString(completed), toString(completed_promised), toString(completed_on_time), \
-             toString(completed_early), toString(completed_on_site), toString(withdrawn), toString(became_overdue), \
-             toString(handling_seconds), toString(promised_seconds), toString(rating_1), toString(rating_2), \
-             toString(rating_3), toString(rating_4), toString(rating_5), toString(default_evaluations), \
-             toString(alerts_warning), toString(alerts_yellow), toString(alerts_red), toString(anomalies)], ',') \
-             FROM window_daily WHERE received + accepted + not_accepted + completed + withdrawn + became_overdue \
-             + rating_1 + rating_2 + rating_3 + rating_4 + rating_5 + default_evaluations + anomalies + completed_on_site != 0 \
-             ORDER BY day, center_id, window_id, item_code",
-        )
+        .query(&format!(
+            "SELECT arrayStringConcat([toString(day), center_id, window_id, item_code, {}], ',') \
+             FROM window_daily WHERE {} != 0 ORDER BY day, center_id, window_id, item_code",
+            counters.map(|c| format!("toString({c})")).join(", "),
+            counters
+                .iter()
+                .filter(|c| !c.ends_with("_seconds"))
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" + "),
+        ))
         .fetch_all()
         .await
         .unwrap();
@@ -157,6 +158,30 @@ pub async fn tables_as_csv(db: &TestDb) -> BTreeMap<&'static str, Vec<Vec<String
             .map(|(c, k, l, d, w, i)| {
                 vec![c, k, l, casewatch::replay::format_utc(i64::from(d)), w, i]
             })
+            .collect(),
+    );
+    // The supervision table as `supervision.csv` writes it (times in UTC).
+    let supervision: Vec<String> = c
+        .query(
+            "SELECT arrayStringConcat([case_id, kind, center_id, window_id, order_state, \
+             ifNull(toString(ordered_at, 'UTC'), ''), ordered_by, order_note, toString(response_days), \
+             ifNull(toString(response_due, 'UTC'), ''), ifNull(toString(responded_at, 'UTC'), ''), \
+             responded_by, response_note, toString(response_late), \
+             ifNull(toString(first_missed_deadline, 'UTC'), ''), toString(reopens), \
+             ifNull(toString(closed_at, 'UTC'), ''), closed_by, close_note, \
+             ifNull(toString(cancelled_at, 'UTC'), ''), appeal_state, \
+             ifNull(toString(appealed_at, 'UTC'), ''), appealed_by, appeal_reason, \
+             ifNull(toString(decided_at, 'UTC'), ''), decided_by, decision_note], '\t') \
+             FROM supervision FINAL ORDER BY case_id, kind",
+        )
+        .fetch_all()
+        .await
+        .unwrap();
+    out.insert(
+        "supervision",
+        supervision
+            .iter()
+            .map(|l| l.split('\t').map(str::to_string).collect())
             .collect(),
     );
     let dead: Vec<(u64, String)> = c
@@ -199,6 +224,7 @@ pub fn replay_csv(dir: &Path) -> BTreeMap<&'static str, Vec<Vec<String>>> {
     out.insert("anomalies", anomalies);
     out.insert("window_daily", csv_rows(&dir.join("window_daily.csv")));
     out.insert("dead_letters", csv_rows(&dir.join("dead_letters.csv")));
+    out.insert("supervision", csv_rows(&dir.join("supervision.csv")));
     // completed, evaluations and four rates; ClickHouse prints rates without trailing zeros.
     let header: Vec<String> = csv::Reader::from_path(dir.join("window_monthly.csv"))
         .unwrap()

@@ -15,7 +15,7 @@ use hashbrown::{DefaultHashBuilder, HashMap, HashSet, HashTable};
 
 pub mod snapshot;
 
-use crate::core::aggregate::{self, Counters, DailyKey, Placed};
+use crate::core::aggregate::{self, Counters, DailyKey, Entry, Placed};
 use crate::core::calendar::{Instant, WorkCalendar};
 use crate::core::case::{
     stable_hash, Anomalies, Applied, At, CaseState, DeadlineMemo, EventSyms, Facts, SeenAttrs, Sym,
@@ -58,6 +58,8 @@ pub struct AnomalyChange {
     pub revoked_at: Option<Instant>,
     /// 1, plus one for each earlier revocation of this case's anomaly of this kind.
     pub round: u32,
+    /// The revocation is an annulment: an appeal of the card was granted (SPEC §9).
+    pub annulled: bool,
 }
 
 /// Identifies a case slot inside an engine (valid until the case is evicted).
@@ -71,6 +73,9 @@ pub enum ApplyOutcome {
     Duplicate,
     /// The case was evicted after its retention; restore it before applying.
     Evicted,
+    /// A supervision action that does not fit the case's state or its actor's role: a dead
+    /// letter (`invalid_action`), not applied, its event id not used up.
+    InvalidAction,
 }
 
 /// Counters for metrics.
@@ -290,6 +295,15 @@ impl Engine {
             .facts(cal, &self.rules, t, &self.deadline_memo)
     }
 
+    /// A case's facts and supervision entries at `t` under `cal` (its calendar).
+    fn view_with(&self, i: u32, cal: &WorkCalendar, t: Instant) -> View {
+        let facts = self.facts_with(i, cal, t);
+        let supervision = self.slots[i as usize]
+            .state
+            .supervision_entries(cal, t, &facts);
+        View { facts, supervision }
+    }
+
     /// A case's facts at `t`.
     fn facts_at(&mut self, i: u32, t: Instant) -> Facts {
         let cal = self.case_calendar(i);
@@ -353,6 +367,21 @@ impl Engine {
         {
             return ApplyOutcome::Evicted;
         }
+        if let EventBody::Supervision(action) = &event.body {
+            let fits = existing.is_some_and(|i| {
+                let facts = self.facts_at(i, event.occurred_at);
+                let state = &self.slots[i as usize].state;
+                let card = facts
+                    .anomalies
+                    .holds(action.kind)
+                    .then(|| self.rules.level(action.kind));
+                let supervision = &state.rare().supervision;
+                crate::core::supervision::fits(supervision, action, card)
+            });
+            if !fits {
+                return ApplyOutcome::InvalidAction;
+            }
+        }
         if event.occurred_at > self.now {
             self.advance_to(event.occurred_at);
         }
@@ -371,7 +400,7 @@ impl Engine {
         };
         let old_cal = existing.map(|i| self.case_calendar(i));
         let old = match (existing, &old_cal) {
-            (Some(i), Some(cal)) => Some(self.facts_with(i, cal, self.now)),
+            (Some(i), Some(cal)) => Some(self.view_with(i, cal, self.now)),
             _ => None,
         };
         let was_open = self.slots[i as usize].state.end.is_none();
@@ -385,7 +414,7 @@ impl Engine {
         self.stats.applied += 1;
         self.mark_dirty(i);
         let new_cal = self.case_calendar(i);
-        let new = self.facts_with(i, &new_cal, self.now);
+        let new = self.view_with(i, &new_cal, self.now);
         self.record(i, old.as_ref().zip(old_cal.as_deref()), &new, &new_cal);
         ApplyOutcome::Applied
     }
@@ -428,9 +457,9 @@ impl Engine {
             self.stats.timers_fired += 1;
             // The facts were constant from their last evaluation up to the rule instant (due - 1).
             let cal = self.case_calendar(i);
-            let old = self.facts_with(i, &cal, due - 1);
-            let new = self.facts_with(i, &cal, t);
-            if old.anomalies != new.anomalies {
+            let old = self.view_with(i, &cal, due - 1);
+            let new = self.view_with(i, &cal, t);
+            if old.facts.anomalies != new.facts.anomalies || old.supervision != new.supervision {
                 self.mark_dirty(i);
             }
             self.record(i, Some((&old, &cal)), &new, &cal);
@@ -499,10 +528,14 @@ impl Engine {
     fn record(
         &mut self,
         i: u32,
-        old: Option<(&Facts, &WorkCalendar)>,
-        new: &Facts,
+        old: Option<(&View, &WorkCalendar)>,
+        new: &View,
         new_cal: &WorkCalendar,
     ) {
+        let old_view = old;
+        let old = old.map(|(v, cal)| (&v.facts, cal));
+        let new_view = new;
+        let new = &new.facts;
         {
             // Deltas of one row come in runs (a completion touches six counters of one day):
             // gather them and look each row up once.
@@ -517,6 +550,24 @@ impl Engine {
                 &self.rules,
                 |key, counter, delta| deltas.push((key, counter, delta)),
             );
+            fn placed<'a>(v: &'a View, calendar: &'a WorkCalendar) -> (Placed<'a>, &'a [Entry]) {
+                (
+                    Placed {
+                        facts: &v.facts,
+                        calendar,
+                    },
+                    v.supervision.as_slice(),
+                )
+            }
+            if !new_view.supervision.is_empty()
+                || old_view.is_some_and(|(v, _)| !v.supervision.is_empty())
+            {
+                aggregate::diff_entries(
+                    old_view.map(|(v, cal)| placed(v, cal)),
+                    placed(new_view, new_cal),
+                    |key, counter, delta| deltas.push((key, counter, delta)),
+                );
+            }
             let mut run_start = 0;
             while run_start < deltas.len() {
                 let key = deltas[run_start].0;
@@ -539,7 +590,9 @@ impl Engine {
                 continue;
             }
             let level = self.rules.level(kind);
-            let round = self.slots[i as usize].state.round(kind);
+            let state = &self.slots[i as usize].state;
+            let round = state.round(kind);
+            let annulled = state.supervision_of(kind).is_some_and(|s| s.annulled());
             let change = match (o, n) {
                 (_, Some(at)) => AnomalyChange {
                     case: CaseRef(i),
@@ -548,6 +601,7 @@ impl Engine {
                     detected_at: at,
                     revoked_at: None,
                     round,
+                    annulled: false,
                 },
                 (Some(at), None) => {
                     self.slots[i as usize].state.count_revocation(kind);
@@ -558,6 +612,7 @@ impl Engine {
                         detected_at: at,
                         revoked_at: Some(self.now),
                         round,
+                        annulled,
                     }
                 }
                 (None, None) => continue,
@@ -582,11 +637,11 @@ impl Engine {
         let live: Vec<u32> = (0..self.slots.len() as u32)
             .filter(|&i| self.slots[i as usize].live)
             .collect();
-        let old: Vec<(Facts, Arc<WorkCalendar>)> = live
+        let old: Vec<(View, Arc<WorkCalendar>)> = live
             .iter()
             .map(|&i| {
                 let cal = self.case_calendar(i);
-                (self.facts_with(i, &cal, self.now), cal)
+                (self.view_with(i, &cal, self.now), cal)
             })
             .collect();
         self.calendars = calendars;
@@ -594,7 +649,7 @@ impl Engine {
         self.deadline_memo.clear();
         for (&i, (old, old_cal)) in live.iter().zip(old) {
             let cal = self.case_calendar(i);
-            let new = self.facts_with(i, &cal, self.now);
+            let new = self.view_with(i, &cal, self.now);
             if old != new {
                 self.mark_dirty(i);
             }
@@ -634,12 +689,17 @@ impl Engine {
         let mut cases = Vec::with_capacity(self.dirty_cases.len());
         // Position of each case's row in `cases`, so anomaly rows reuse it.
         let mut row_of: HashMap<u32, usize> = HashMap::with_capacity(self.dirty_cases.len());
+        let mut supervision = Vec::new();
         let dirty = std::mem::take(&mut self.dirty_cases);
         for i in dirty {
             self.slots[i as usize].dirty = false;
             if self.slots[i as usize].live {
                 row_of.insert(i, cases.len());
-                cases.push(self.case_row(CaseRef(i)));
+                let row = self.case_row(CaseRef(i));
+                if !self.slots[i as usize].state.rare().supervision.is_empty() {
+                    supervision.extend(self.supervision_rows(i, &row));
+                }
+                cases.push(row);
             }
         }
         let window_daily = self.daily.take_dirty();
@@ -657,7 +717,28 @@ impl Engine {
             cases,
             window_daily,
             anomalies,
+            supervision,
         }
+    }
+
+    /// The `supervision` rows of a case: one per card acted on.
+    fn supervision_rows(&mut self, i: u32, row: &CaseRow) -> Vec<SupervisionRow> {
+        let cal = self.case_calendar(i);
+        let overdue = row.facts.anomalies.holds(AnomalyKind::SupervisionOverdue);
+        self.slots[i as usize]
+            .state
+            .rare()
+            .supervision
+            .iter()
+            .map(|s| SupervisionRow {
+                case_id: row.case_id.clone(),
+                center: row.facts.center,
+                window: row.facts.window,
+                timing: s.order.as_ref().map(|o| o.timing(&cal, self.now)),
+                overdue_holds: overdue,
+                supervision: s.clone(),
+            })
+            .collect()
     }
 
     /// The current row of a case.
@@ -685,6 +766,19 @@ impl Engine {
             .collect();
         rows.sort_by(|a, b| a.case_id.cmp(&b.case_id));
         rows
+    }
+
+    /// The `supervision` rows of every case held, at engine time.
+    pub fn all_supervision_rows(&mut self) -> Vec<SupervisionRow> {
+        let mut out = Vec::new();
+        for i in 0..self.slots.len() as u32 {
+            let slot = &self.slots[i as usize];
+            if slot.live && !slot.state.rare().supervision.is_empty() {
+                let row = self.case_row(CaseRef(i));
+                out.extend(self.supervision_rows(i, &row));
+            }
+        }
+        out
     }
 
     /// Every anomaly that holds now, per case and kind.
@@ -862,6 +956,13 @@ impl DailyTable {
     }
 }
 
+/// A case's facts and what its supervision adds to `window_daily`, at one instant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct View {
+    facts: Facts,
+    supervision: Vec<aggregate::Entry>,
+}
+
 /// The current facts of one case, ready to be written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaseRow {
@@ -881,17 +982,69 @@ pub struct AnomalyRow {
     pub change: AnomalyChange,
 }
 
+/// The supervision of one card, ready to be written (SPEC §9, the `supervision` table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SupervisionRow {
+    pub case_id: crate::core::event::Text,
+    pub center: Sym,
+    pub window: Sym,
+    pub(crate) supervision: crate::core::supervision::Supervision,
+    pub(crate) timing: Option<crate::core::supervision::Timing>,
+    /// Whether the case's `supervision_overdue` holds (an annulled one does not).
+    pub overdue_holds: bool,
+}
+
+impl SupervisionRow {
+    /// The anomaly kind of the card.
+    pub fn kind(&self) -> AnomalyKind {
+        self.supervision.kind
+    }
+
+    /// When the order was issued, if there is one.
+    pub fn ordered_at(&self) -> Option<Instant> {
+        self.supervision.order.as_ref().map(|o| o.ordered_at())
+    }
+
+    /// The response to the order's current period, if it came.
+    pub fn responded_at(&self) -> Option<Instant> {
+        self.supervision
+            .order
+            .as_ref()
+            .and_then(|o| o.current().response.get())
+    }
+
+    /// The earliest response deadline the order missed, if any.
+    pub fn first_missed_deadline(&self) -> Option<Instant> {
+        self.timing.and_then(|t| t.first_late)
+    }
+
+    /// When the card was appealed, if it was.
+    pub fn appealed_at(&self) -> Option<Instant> {
+        self.supervision.appeal.as_ref().map(|a| a.at)
+    }
+
+    /// The appeal's decision: (granted, when).
+    pub fn decision(&self) -> Option<(bool, Instant)> {
+        let d = self.supervision.appeal.as_ref()?.decision.as_ref()?;
+        Some((d.granted, d.at))
+    }
+}
+
 /// Everything that changed since the previous `take_changes`.
 #[derive(Debug, Default, Clone)]
 pub struct Changes {
     pub cases: Vec<CaseRow>,
     pub window_daily: Vec<(DailyKey, Counters)>,
     pub anomalies: Vec<AnomalyRow>,
+    pub supervision: Vec<SupervisionRow>,
 }
 
 impl Changes {
     /// True when nothing changed.
     pub fn is_empty(&self) -> bool {
-        self.cases.is_empty() && self.window_daily.is_empty() && self.anomalies.is_empty()
+        self.cases.is_empty()
+            && self.window_daily.is_empty()
+            && self.anomalies.is_empty()
+            && self.supervision.is_empty()
     }
 }

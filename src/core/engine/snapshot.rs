@@ -48,6 +48,9 @@ pub struct CaseSnapshot {
     pub(crate) rating: Option<(u8, bool, i64)>,
     #[serde(default)]
     pub(crate) event_ids: Vec<u64>,
+    /// The supervision loop of its cards (SPEC §9).
+    #[serde(default)]
+    pub(crate) supervision: Vec<crate::core::supervision::Supervision>,
 }
 
 /// The authoritative acceptance.
@@ -126,6 +129,7 @@ impl CaseSnapshot {
             revocations: s.rare().revocations,
             rating: s.rating.map(|r| (r.value, r.is_default, r.at)),
             event_ids: s.event_ids.to_vec(),
+            supervision: s.rare().supervision.clone(),
         }
     }
 
@@ -202,6 +206,7 @@ impl CaseSnapshot {
             backfilled_at: at(self.backfilled_at),
             overcharge_at: at(self.overcharge_at),
             revocations: self.revocations,
+            supervision: self.supervision.clone(),
         });
         state
     }
@@ -243,7 +248,7 @@ impl DailySnapshot {
 /// The format of a persisted engine state. A snapshot of any other format is never decoded:
 /// the reader falls back to re-applying the stored events (bump this on every change to the
 /// snapshot types above or below).
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 
 /// The bytes every encoded snapshot starts with, before its format number.
 const MAGIC: &[u8; 4] = b"CWS\0";

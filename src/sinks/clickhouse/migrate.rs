@@ -4,7 +4,7 @@
 use ::clickhouse::Client;
 
 /// The migrations, embedded: (version, name, SQL).
-pub(crate) const MIGRATIONS: [(u32, &str, &str); 9] = [
+pub(crate) const MIGRATIONS: [(u32, &str, &str); 10] = [
     (
         1,
         "tables",
@@ -49,6 +49,11 @@ pub(crate) const MIGRATIONS: [(u32, &str, &str); 9] = [
         9,
         "case_offsets",
         include_str!("../../../schemas/clickhouse/0009_case_offsets.sql"),
+    ),
+    (
+        10,
+        "supervision",
+        include_str!("../../../schemas/clickhouse/0010_supervision.sql"),
     ),
 ];
 
@@ -136,7 +141,8 @@ mod tests {
         let sql: String = MIGRATIONS.iter().map(|m| m.2).collect();
         for name in crate::core::aggregate::COUNTER_NAMES {
             assert!(
-                sql.contains(&format!("    {name} Int64")),
+                sql.contains(&format!("    {name} Int64"))
+                    || sql.contains(&format!("ADD COLUMN {name} Int64")),
                 "window_daily_parts.{name}"
             );
             assert!(

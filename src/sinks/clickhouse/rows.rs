@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::aggregate::{counter, Counters, DailyKey};
 use crate::core::calendar::Instant;
-use crate::core::engine::{AnomalyRow, CaseRow};
+use crate::core::engine::{AnomalyRow, CaseRow, SupervisionRow};
 use crate::core::interner::Interner;
 // Short string columns (ids, codes, names) are `Text`, inline up to 24 bytes like the event's
 // own strings, so building a row does not allocate per column.
@@ -215,6 +215,8 @@ pub(crate) struct AnomalyRecord {
     pub(crate) version: u64,
     /// 1, plus one for each earlier revocation of this (case, kind).
     pub(crate) round: u32,
+    /// 1 when the revocation is an annulment by a granted appeal (SPEC §9).
+    pub(crate) annulled: u8,
 }
 
 /// `alerts`: the outbox of webhook delivery.
@@ -242,6 +244,8 @@ pub(crate) struct AlertRecord {
     pub(crate) calendar_provisional: u8,
     /// 1, plus one for each earlier revocation: every round's raise is delivered.
     pub(crate) round: u32,
+    /// 1 when the revocation is an annulment by a granted appeal (SPEC §9).
+    pub(crate) annulled: u8,
 }
 
 /// The `anomalies` and `alerts` rows of an anomaly change.
@@ -272,6 +276,7 @@ pub(crate) fn anomaly_records(
             partition: origin.partition,
             version: 0,
             round: a.change.round,
+            annulled: u8::from(a.change.annulled),
         },
         AlertRecord {
             alert_id: id,
@@ -294,8 +299,103 @@ pub(crate) fn anomaly_records(
             version: 0,
             calendar_provisional: u8::from(f.provisional_year.is_some()),
             round: a.change.round,
+            annulled: u8::from(a.change.annulled),
         },
     )
+}
+
+/// `supervision`: the loop of one card (SPEC §9), one row per (case, kind).
+#[derive(Debug, Clone, Row, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct SupervisionRecord {
+    pub(crate) case_id: String,
+    pub(crate) kind: String,
+    pub(crate) center_id: String,
+    pub(crate) window_id: String,
+    /// '' (no order), `ordered`, `responded`, `closed` or `cancelled`.
+    pub(crate) order_state: String,
+    pub(crate) ordered_at: Option<u32>,
+    pub(crate) ordered_by: String,
+    pub(crate) order_note: String,
+    /// Working days of the current period (the order's, or the last reopen's).
+    pub(crate) response_days: u8,
+    pub(crate) response_due: Option<u32>,
+    pub(crate) responded_at: Option<u32>,
+    pub(crate) responded_by: String,
+    pub(crate) response_note: String,
+    /// 1 while the order counts as overdue (`supervision_overdue` holds for it).
+    pub(crate) response_late: u8,
+    /// The earliest response deadline it missed, whether or not that still counts.
+    pub(crate) first_missed_deadline: Option<u32>,
+    pub(crate) reopens: u16,
+    pub(crate) closed_at: Option<u32>,
+    pub(crate) closed_by: String,
+    pub(crate) close_note: String,
+    pub(crate) cancelled_at: Option<u32>,
+    /// '' (no appeal), `pending`, `granted` or `rejected`.
+    pub(crate) appeal_state: String,
+    pub(crate) appealed_at: Option<u32>,
+    pub(crate) appealed_by: String,
+    pub(crate) appeal_reason: String,
+    pub(crate) decided_at: Option<u32>,
+    pub(crate) decided_by: String,
+    pub(crate) decision_note: String,
+    pub(crate) topic: String,
+    pub(crate) partition: u32,
+    pub(crate) version: u64,
+}
+
+impl SupervisionRecord {
+    /// The row of one card's supervision.
+    pub(crate) fn new(r: &SupervisionRow, syms: &Interner, origin: &Origin) -> Self {
+        let s = &r.supervision;
+        let text = |t: &Option<Text>| t.as_deref().unwrap_or_default().to_string();
+        let at = |t: crate::core::case::At| t.get().map(datetime);
+        let order = s.order.as_ref();
+        let current = order.map(|o| o.current());
+        let first_late = r.timing.and_then(|t| t.first_late);
+        let appeal = s.appeal.as_ref();
+        let decision = appeal.and_then(|a| a.decision.as_ref());
+        Self {
+            case_id: r.case_id.to_string(),
+            kind: s.kind.as_str().to_string(),
+            center_id: syms.resolve(r.center).to_string(),
+            window_id: syms.resolve(r.window).to_string(),
+            order_state: order.map_or("", |o| o.state().as_str()).to_string(),
+            ordered_at: order.map(|o| datetime(o.ordered_at())),
+            ordered_by: order.map_or(String::new(), |o| o.ordered_by.to_string()),
+            order_note: order.map_or(String::new(), |o| text(&o.note)),
+            response_days: current.map_or(0, |p| p.days),
+            response_due: r.timing.map(|t| datetime(t.due)),
+            responded_at: current.and_then(|p| at(p.response)),
+            responded_by: current.map_or(String::new(), |p| p.responded_by.to_string()),
+            response_note: current.map_or(String::new(), |p| text(&p.response_note)),
+            response_late: u8::from(first_late.is_some() && r.overdue_holds),
+            first_missed_deadline: first_late.map(datetime),
+            reopens: order.map_or(0, |o| {
+                (o.periods.len() - 1).min(usize::from(u16::MAX)) as u16
+            }),
+            closed_at: order.and_then(|o| at(o.closed_at)),
+            closed_by: order.map_or(String::new(), |o| o.closed_by.to_string()),
+            close_note: order.map_or(String::new(), |o| text(&o.close_note)),
+            cancelled_at: order.and_then(|o| at(o.cancelled_at)),
+            appeal_state: match (appeal, decision) {
+                (None, _) => "",
+                (Some(_), None) => "pending",
+                (Some(_), Some(d)) if d.granted => "granted",
+                (Some(_), Some(_)) => "rejected",
+            }
+            .to_string(),
+            appealed_at: appeal.map(|a| datetime(a.at)),
+            appealed_by: appeal.map_or(String::new(), |a| a.by.to_string()),
+            appeal_reason: appeal.map_or(String::new(), |a| text(&a.reason)),
+            decided_at: decision.map(|d| datetime(d.at)),
+            decided_by: decision.map_or(String::new(), |d| d.by.to_string()),
+            decision_note: decision.map_or(String::new(), |d| text(&d.note)),
+            topic: origin.topic.clone(),
+            partition: origin.partition,
+            version: 0,
+        }
+    }
 }
 
 /// `dead_letters`.
@@ -409,6 +509,7 @@ macro_rules! batch_tables {
                 daily: DailyRecord => "window_daily_parts",
                 anomalies: AnomalyRecord => "anomalies",
                 alerts: AlertRecord => "alerts",
+                supervision: SupervisionRecord => "supervision",
                 snapshots: SnapshotRecord => "snapshots",
             }
             last: checkpoints: CheckpointRecord => "checkpoints",
@@ -472,6 +573,12 @@ impl Batch {
                 .iter()
                 .map(|r| CaseRecord::new(r, syms, rules, origin)),
         );
+        self.supervision.extend(
+            changes
+                .supervision
+                .iter()
+                .map(|r| SupervisionRecord::new(r, syms, origin)),
+        );
         self.daily.extend(
             changes
                 .window_daily
@@ -509,6 +616,7 @@ impl Batch {
                     detected_at,
                     revoked_at: None,
                     round: row.rounds[kind as usize],
+                    annulled: false,
                 };
                 let (anomaly, _) = anomaly_records(
                     &AnomalyRow {
@@ -542,5 +650,6 @@ impl crate::sinks::clickhouse::writer::MonthPartitioned for DeadLetterRecord {}
 impl crate::sinks::clickhouse::writer::MonthPartitioned for CaseRecord {}
 impl crate::sinks::clickhouse::writer::MonthPartitioned for AnomalyRecord {}
 impl crate::sinks::clickhouse::writer::MonthPartitioned for AlertRecord {}
+impl crate::sinks::clickhouse::writer::MonthPartitioned for SupervisionRecord {}
 impl crate::sinks::clickhouse::writer::MonthPartitioned for CheckpointRecord {}
 impl crate::sinks::clickhouse::writer::MonthPartitioned for SnapshotRecord {}
