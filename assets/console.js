@@ -17,11 +17,14 @@
           .then(function (r) { return r.text(); })
           .then(function (html) {
             var next = new DOMParser().parseFromString(html, "text/html").getElementById("main");
-            if (next) { main.innerHTML = next.innerHTML; main.dataset.live = next.dataset.live || token; }
+            if (!next) { return; }
+            main.innerHTML = next.innerHTML;
+            // A page that is no longer live (an action was applied) stops following.
+            if (next.dataset.live) { main.dataset.live = next.dataset.live; } else { clearInterval(timer); }
           });
       })
       .catch(function () {})
       .then(function () { busy = false; });
   }
-  setInterval(poll, 1000);
+  var timer = setInterval(poll, 1000);
 })();

@@ -405,6 +405,26 @@ async fn checked_event(
     }))
 }
 
+/// The (order, appeal) states of every card acted on among these cases, by (case, kind).
+pub(crate) async fn supervision_states(
+    c: &Console,
+    cases: impl Iterator<Item = String>,
+) -> anyhow::Result<std::collections::HashMap<(String, String), (String, String)>> {
+    let mut ids: Vec<String> = cases.collect();
+    // `[]` is Array(Nothing) on ClickHouse 18.16, which `has` refuses.
+    ids.push(String::new());
+    let rows: Vec<(String, String, String, String)> = c
+        .client
+        .query("SELECT case_id, kind, order_state, appeal_state FROM supervision FINAL WHERE has(?, case_id)")
+        .bind(&ids)
+        .fetch_all()
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(case, kind, order, appeal)| ((case, kind), (order, appeal)))
+        .collect())
+}
+
 /// A card's state as ClickHouse has it now.
 async fn current_state(c: &Console, id: &str, kind: AnomalyKind) -> anyhow::Result<CardState> {
     let level: Option<String> = c
@@ -468,17 +488,29 @@ impl Pending {
     }
 }
 
-/// Whether the action event `event_id` of case `id` was applied or refused.
+/// Whether the action event `event_id` of case `id` was applied or refused. Applied means its
+/// whole flush landed: its row in `events` and a checkpoint past it (a flush writes its data
+/// tables side by side, and the checkpoint only after all of them).
 pub(crate) async fn pending(c: &Console, id: &str, event_id: &str) -> anyhow::Result<Pending> {
-    let applied: u64 = c
+    let stored: Option<(String, u32, u64)> = c
         .client
-        .query("SELECT count() FROM events WHERE (topic, partition, offset) IN (SELECT topic, partition, offset FROM case_offsets FINAL WHERE case_id = ?) AND event_id = ?")
+        .query("SELECT topic, partition, offset FROM events WHERE (topic, partition, offset) IN (SELECT topic, partition, offset FROM case_offsets FINAL WHERE case_id = ?) AND event_id = ? LIMIT 1")
         .bind(id)
         .bind(event_id)
-        .fetch_one()
+        .fetch_optional()
         .await?;
-    if applied > 0 {
-        return Ok(Pending::Applied(event_id.to_string()));
+    if let Some((topic, partition, offset)) = stored {
+        let checkpoint: u64 = c
+            .client
+            .query("SELECT max(next_offset) FROM checkpoints FINAL WHERE topic = ? AND partition = ?")
+            .bind(&topic)
+            .bind(partition)
+            .fetch_one()
+            .await?;
+        if checkpoint > offset {
+            return Ok(Pending::Applied(event_id.to_string()));
+        }
+        return Ok(Pending::Waiting(event_id.to_string()));
     }
     let reason: Option<String> = c
         .client

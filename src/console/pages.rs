@@ -469,6 +469,8 @@ struct ShownAnomaly {
     round: u32,
     detected_at: String,
     revoked_at: String,
+    /// Revoked because an appeal of the card was granted (SPEC §9).
+    annulled: bool,
 }
 
 #[derive(Row, Deserialize)]
@@ -711,6 +713,7 @@ struct AlertRow {
     round: u32,
     detected_at: u32,
     revoked_at: Option<u32>,
+    annulled: u8,
 }
 
 /// A case's anomalies, its alerts and every delivery attempt of them.
@@ -720,13 +723,13 @@ async fn cards_of(
 ) -> anyhow::Result<(Vec<ShownAnomaly>, Vec<ShownAnomaly>, Vec<ShownDelivery>)> {
     let anomalies: Vec<AlertRow> = c
         .client
-        .query("SELECT '' AS alert_id, kind, level, round, toUInt32(detected_at) AS detected_at, toUInt32(revoked_at) AS revoked_at FROM anomalies FINAL WHERE case_id = ? ORDER BY detected_at, kind")
+        .query("SELECT '' AS alert_id, kind, level, round, toUInt32(detected_at) AS detected_at, toUInt32(revoked_at) AS revoked_at, annulled FROM anomalies FINAL WHERE case_id = ? ORDER BY detected_at, kind")
         .bind(id)
         .fetch_all()
         .await?;
     let alerts: Vec<AlertRow> = c
         .client
-        .query("SELECT alert_id, kind, level, round, toUInt32(detected_at) AS detected_at, toUInt32(revoked_at) AS revoked_at FROM alerts FINAL WHERE case_id = ? ORDER BY detected_at, kind")
+        .query("SELECT alert_id, kind, level, round, toUInt32(detected_at) AS detected_at, toUInt32(revoked_at) AS revoked_at, annulled FROM alerts FINAL WHERE case_id = ? ORDER BY detected_at, kind")
         .bind(id)
         .fetch_all()
         .await?;
@@ -760,6 +763,7 @@ impl ShownAnomaly {
         Self {
             detected_at: shown(c, Some(a.detected_at)),
             revoked_at: shown(c, a.revoked_at),
+            annulled: a.annulled == 1,
             alert_id: a.alert_id,
             kind: a.kind,
             level: a.level,
@@ -852,6 +856,10 @@ struct ShownAlert {
     item_name: String,
     detected_at: String,
     revoked_at: String,
+    /// The order's and the appeal's state in words (SPEC §9).
+    state: String,
+    /// The viewer's forms for the card.
+    actions: Vec<super::actions::ShownAction>,
 }
 
 #[derive(Template)]
@@ -898,6 +906,8 @@ async fn alerts_page(c: &Console, v: &Viewer, filter: AlertFilter) -> anyhow::Re
         .bind(u8::from(filter.revoked == "1"))
         .fetch_all()
         .await?;
+    let states =
+        super::actions::supervision_states(c, rows.iter().map(|r| r.case_id.clone())).await?;
     Ok(AlertsPage {
         f: Frame::of(v, None),
         levels: ["warning", "yellow", "red"].map(String::from).to_vec(),
@@ -907,16 +917,28 @@ async fn alerts_page(c: &Console, v: &Viewer, filter: AlertFilter) -> anyhow::Re
             .collect(),
         rows: rows
             .into_iter()
-            .map(|a| ShownAlert {
-                detected_at: shown(c, Some(a.detected_at)),
-                revoked_at: shown(c, a.revoked_at),
-                case_id: a.case_id,
-                kind: a.kind,
-                level: a.level,
-                round: a.round,
-                center_id: a.center_id,
-                window_id: a.window_id,
-                item_name: a.item_name,
+            .map(|a| {
+                let (order, appeal) = states
+                    .get(&(a.case_id.clone(), a.kind.clone()))
+                    .map_or(("", ""), |(o, p)| (o.as_str(), p.as_str()));
+                let holding = a.revoked_at.is_none().then_some(a.level.as_str());
+                let card = super::actions::card_state(holding, order, appeal);
+                let actions = AnomalyKind::parse(&a.kind)
+                    .map(|k| super::actions::shown_actions(v, k, card))
+                    .unwrap_or_default();
+                ShownAlert {
+                    detected_at: shown(c, Some(a.detected_at)),
+                    revoked_at: shown(c, a.revoked_at),
+                    state: super::actions::state_words(v.t, card),
+                    actions,
+                    case_id: a.case_id,
+                    kind: a.kind,
+                    level: a.level,
+                    round: a.round,
+                    center_id: a.center_id,
+                    window_id: a.window_id,
+                    item_name: a.item_name,
+                }
             })
             .collect(),
         filter,

@@ -15,7 +15,7 @@ use crate::support::TestDb;
 const KEY: &str = "test-session-key-0123456789abcdef-0123456789";
 
 /// A chromedriver process, stopped with the test.
-struct Driver(Child, u16);
+pub struct Driver(Child, u16);
 
 impl Drop for Driver {
     fn drop(&mut self) {
@@ -24,7 +24,7 @@ impl Drop for Driver {
     }
 }
 
-fn driver() -> Driver {
+pub fn driver() -> Driver {
     let port = free_port();
     let child = Command::new("chromedriver")
         .arg(format!("--port={port}"))
@@ -44,7 +44,7 @@ fn wait_for_port(port: u16) {
     }
 }
 
-async fn browser(d: &Driver) -> Client {
+pub async fn browser(d: &Driver) -> Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let caps = serde_json::json!({
         "goog:chromeOptions": {
@@ -76,7 +76,7 @@ fn hash(password: &str) -> String {
 }
 
 /// `casewatch serve` on a free port with a supervisor `sup` and a window user `w01` (W01).
-fn serve(db: &TestDb, dir: &std::path::Path, extra: &[(&str, &str)]) -> (Running, String) {
+pub fn serve(db: &TestDb, dir: &std::path::Path, extra: &[(&str, &str)]) -> (Running, String) {
     let port = free_port();
     let cfg = dir.join("console.toml");
     std::fs::write(
@@ -101,7 +101,7 @@ fn serve(db: &TestDb, dir: &std::path::Path, extra: &[(&str, &str)]) -> (Running
 }
 
 /// Clicks and waits until the page it leads to has replaced this one.
-async fn click_through(b: &Client, css: &str) {
+pub async fn click_through(b: &Client, css: &str) {
     let old = b.find(Locator::Css("html")).await.unwrap();
     b.find(Locator::Css(css))
         .await
@@ -117,7 +117,7 @@ async fn click_through(b: &Client, css: &str) {
     b.wait().for_element(Locator::Css("body")).await.unwrap();
 }
 
-async fn login(b: &Client, base: &str, name: &str, password: &str) {
+pub async fn login(b: &Client, base: &str, name: &str, password: &str) {
     b.goto(&format!("{base}/login")).await.unwrap();
     b.find(Locator::Css("#name"))
         .await
@@ -135,14 +135,14 @@ async fn login(b: &Client, base: &str, name: &str, password: &str) {
 }
 
 /// With CASEWATCH_SCREENSHOTS=DIR, saves the page as DIR/NAME.png (the README's pictures).
-async fn screenshot(b: &Client, name: &str) {
+pub async fn screenshot(b: &Client, name: &str) {
     if let Some(dir) = std::env::var_os("CASEWATCH_SCREENSHOTS") {
         let png = b.screenshot().await.unwrap();
         std::fs::write(std::path::Path::new(&dir).join(format!("{name}.png")), png).unwrap();
     }
 }
 
-async fn text(b: &Client, css: &str) -> String {
+pub async fn text(b: &Client, css: &str) -> String {
     b.find(Locator::Css(css))
         .await
         .unwrap()

@@ -16,5 +16,6 @@ mod queries;
 mod receiver;
 mod service;
 mod smoke;
+mod supervision;
 mod support;
 mod takeover;

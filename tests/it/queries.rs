@@ -47,7 +47,8 @@ fn tsv(text: &str) -> Vec<Vec<String>> {
 async fn documented_queries_answer_what_the_replay_says() {
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
-    replay_both(&db, dir.path(), &simulated_lines(31, 3, 0.4), AS_OF);
+    // Seed 32 leaves orders open and late, and appeals granted, rejected and pending.
+    replay_both(&db, dir.path(), &simulated_lines(32, 3, 0.4), AS_OF);
     let out = dir.path().join("out");
     let run = |name: &str, params: &[(&str, &str)]| {
         tsv(&http_query(&db.url, &db.name, &query(name, params)))
@@ -101,11 +102,14 @@ async fn documented_queries_answer_what_the_replay_says() {
         red.iter().map(|r| r[0].clone()).collect::<BTreeSet<_>>(),
         want
     );
-    assert!(red
-        .iter()
-        .all(|r| ["out_of_loop", "legal_overdue", "overcharge"]
-            .iter()
-            .any(|k| r[4].contains(k))));
+    assert!(red.iter().all(|r| [
+        "out_of_loop",
+        "legal_overdue",
+        "overcharge",
+        "supervision_overdue"
+    ]
+    .iter()
+    .any(|k| r[4].contains(k))));
 
     // Anomalies by kind and window in January (UTC days of detection).
     let mut got: BTreeMap<(String, String), u64> = BTreeMap::new();
@@ -125,6 +129,72 @@ async fn documented_queries_answer_what_the_replay_says() {
             .or_default() += 1;
     }
     assert!(!want.is_empty());
+    assert_eq!(got, want);
+
+    // The supervision loop, against supervision.csv.
+    let supervision = csv(&out, "supervision.csv");
+    let mut want: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+    for s in supervision
+        .iter()
+        .filter(|s| s["order_state"] == "ordered" || s["order_state"] == "responded")
+    {
+        let e = want.entry(s["window_id"].clone()).or_default();
+        e.0 += u64::from(s["order_state"] == "ordered");
+        e.1 += u64::from(s["order_state"] == "responded");
+        e.2 += u64::from(s["response_late"] == "1");
+    }
+    let got: BTreeMap<String, (u64, u64, u64)> = run("open_orders_by_window", &[])
+        .into_iter()
+        .map(|r| {
+            (
+                r[1].clone(),
+                (
+                    r[2].parse().unwrap(),
+                    r[3].parse().unwrap(),
+                    r[4].parse().unwrap(),
+                ),
+            )
+        })
+        .collect();
+    assert!(!want.is_empty(), "the stream leaves orders open");
+    assert_eq!(got, want);
+    let got: BTreeSet<(String, String)> = run("overdue_orders", &[])
+        .into_iter()
+        .map(|r| (r[0].clone(), r[1].clone()))
+        .collect();
+    let want: BTreeSet<(String, String)> = supervision
+        .iter()
+        .filter(|s| s["response_late"] == "1")
+        .map(|s| (s["case_id"].clone(), s["kind"].clone()))
+        .collect();
+    assert!(!want.is_empty(), "the stream has overdue orders");
+    assert_eq!(got, want);
+    let mut want: BTreeMap<(String, String), (u64, u64, u64)> = BTreeMap::new();
+    for s in supervision.iter().filter(|s| !s["appeal_state"].is_empty()) {
+        let e = want
+            .entry((s["window_id"].clone(), s["kind"].clone()))
+            .or_default();
+        e.0 += u64::from(s["appeal_state"] == "granted");
+        e.1 += u64::from(s["appeal_state"] == "rejected");
+        e.2 += u64::from(s["appeal_state"] == "pending");
+    }
+    let got: BTreeMap<(String, String), (u64, u64, u64)> = run(
+        "appeal_outcomes",
+        &[("from", "'2000-01-01'"), ("to", "'2100-01-01'")],
+    )
+    .into_iter()
+    .map(|r| {
+        (
+            (r[0].clone(), r[1].clone()),
+            (
+                r[2].parse().unwrap(),
+                r[3].parse().unwrap(),
+                r[4].parse().unwrap(),
+            ),
+        )
+    })
+    .collect();
+    assert!(!want.is_empty(), "the stream has appeals");
     assert_eq!(got, want);
 
     // Dead letters by reason.
