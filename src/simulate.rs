@@ -559,93 +559,80 @@ fn simulate_case(
 /// respond (mostly answered in time, some late, some never; most closed, a few reopened), on
 /// about a fifth an appeal that is granted or rejected a day later.
 fn supervise(b: &mut CaseBuilder<'_>, cal: &WorkCalendar, rng: &mut ChaCha8Rng) {
-    const HOUR: i64 = 3600;
-    let supervisor = json!({"id": "sup-01", "role": "supervisor"});
-    let window = json!({"id": format!("{}-user", b.window.id), "role": "window"});
-    let later = |t: Instant, hours: std::ops::Range<i64>, rng: &mut ChaCha8Rng| {
-        cal.add_working(t, rng.random_range(hours) * HOUR, DayUnit::Working)
-    };
-    let cards = std::mem::take(&mut b.cards);
-    for (kind, held_from) in cards {
-        let act = |b: &mut CaseBuilder<'_>,
-                   t: Instant,
-                   action: &str,
-                   actor: &Value,
-                   note: &str,
-                   days: Option<i64>| {
-            let mut fields = json!({"action": action, "kind": kind, "actor": actor, "note": note});
-            if let Some(d) = days {
-                fields["response_days"] = json!(d);
-            }
-            b.push(t, t + 2, "supervision", "supervision", fields);
-        };
+    for (kind, held_from) in std::mem::take(&mut b.cards) {
+        let office = Office { cal, kind };
         match rng.random_range(0..10) {
-            0..=4 => {
-                let ordered = later(held_from, 1..24, rng);
-                act(
-                    b,
-                    ordered,
-                    "order",
-                    &supervisor,
-                    "请于两个工作日内核查并反馈。",
-                    Some(2),
-                );
-                let responded = match rng.random_range(0..20) {
-                    0..=13 => later(ordered, 1..36, rng),
-                    14..=16 => later(ordered, 49..96, rng),
-                    _ => continue,
-                };
-                act(
-                    b,
-                    responded,
-                    "respond",
-                    &window,
-                    "已核查，情况说明见附件。",
-                    None,
-                );
-                if rng.random_bool(0.85) {
-                    let closed = later(responded, 1..24, rng);
-                    act(
-                        b,
-                        closed,
-                        "close",
-                        &supervisor,
-                        "反馈属实，予以办结。",
-                        None,
-                    );
-                    continue;
-                }
-                let reopened = later(responded, 1..8, rng);
-                act(
-                    b,
-                    reopened,
-                    "reopen",
-                    &supervisor,
-                    "说明不充分，请补充。",
-                    Some(1),
-                );
-                let again = later(reopened, 1..20, rng);
-                act(b, again, "respond", &window, "已补充说明。", None);
-                act(b, later(again, 1..8, rng), "close", &supervisor, "", None);
-            }
-            5..=6 => {
-                let appealed = later(held_from, 2..30, rng);
-                act(
-                    b,
-                    appealed,
-                    "appeal",
-                    &window,
-                    "系申请人原因，非窗口责任。",
-                    None,
-                );
-                let decided = later(appealed, 8..24, rng);
-                if rng.random_bool(0.4) {
-                    act(b, decided, "grant", &supervisor, "申诉成立。", None);
-                } else {
-                    act(b, decided, "reject", &supervisor, "申诉理由不成立。", None);
-                }
-            }
+            0..=4 => office.order(b, held_from, rng),
+            5..=6 => office.appeal(b, held_from, rng),
             _ => {}
+        }
+    }
+}
+
+/// The supervision office and a window at work on one card.
+struct Office<'c> {
+    cal: &'c WorkCalendar,
+    kind: &'static str,
+}
+
+impl Office<'_> {
+    /// A working instant some hours after `t`.
+    fn later(&self, t: Instant, hours: std::ops::Range<i64>, rng: &mut ChaCha8Rng) -> Instant {
+        self.cal
+            .add_working(t, rng.random_range(hours) * 3600, DayUnit::Working)
+    }
+
+    /// One action at `t`, by the window's user (respond, appeal) or the supervisor.
+    fn act(
+        &self,
+        b: &mut CaseBuilder<'_>,
+        t: Instant,
+        action: &str,
+        note: &str,
+        days: Option<i64>,
+    ) {
+        let actor = if matches!(action, "respond" | "appeal") {
+            json!({"id": format!("{}-user", b.window.id), "role": "window"})
+        } else {
+            json!({"id": "sup-01", "role": "supervisor"})
+        };
+        let mut fields = json!({"action": action, "kind": self.kind, "actor": actor, "note": note});
+        if let Some(d) = days {
+            fields["response_days"] = json!(d);
+        }
+        b.push(t, t + 2, "supervision", "supervision", fields);
+    }
+
+    fn order(&self, b: &mut CaseBuilder<'_>, held_from: Instant, rng: &mut ChaCha8Rng) {
+        let ordered = self.later(held_from, 1..24, rng);
+        self.act(b, ordered, "order", "请于两个工作日内核查并反馈。", Some(2));
+        let responded = match rng.random_range(0..20) {
+            0..=13 => self.later(ordered, 1..36, rng),
+            14..=16 => self.later(ordered, 49..96, rng),
+            _ => return,
+        };
+        self.act(b, responded, "respond", "已核查，情况说明见附件。", None);
+        if rng.random_bool(0.85) {
+            let closed = self.later(responded, 1..24, rng);
+            self.act(b, closed, "close", "反馈属实，予以办结。", None);
+            return;
+        }
+        let reopened = self.later(responded, 1..8, rng);
+        self.act(b, reopened, "reopen", "说明不充分，请补充。", Some(1));
+        let again = self.later(reopened, 1..20, rng);
+        self.act(b, again, "respond", "已补充说明。", None);
+        let closed = self.later(again, 1..8, rng);
+        self.act(b, closed, "close", "", None);
+    }
+
+    fn appeal(&self, b: &mut CaseBuilder<'_>, held_from: Instant, rng: &mut ChaCha8Rng) {
+        let appealed = self.later(held_from, 2..30, rng);
+        self.act(b, appealed, "appeal", "系申请人原因，非窗口责任。", None);
+        let decided = self.later(appealed, 8..24, rng);
+        if rng.random_bool(0.4) {
+            self.act(b, decided, "grant", "申诉成立。", None);
+        } else {
+            self.act(b, decided, "reject", "申诉理由不成立。", None);
         }
     }
 }

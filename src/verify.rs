@@ -103,30 +103,37 @@ pub(crate) fn expected_daily(
         add(c, *detected_at, k, 1);
         add(c, *detected_at, counter::ANOMALIES, 1);
     }
-    for (case_id, ordered_at, late, missed, responded_at, appeal, appealed_at, decided_at) in
-        supervision
-    {
-        let Some(c) = by_id.get(case_id.as_str()) else {
-            continue;
-        };
-        if let Some(t) = ordered_at {
-            add(c, *t, counter::ORDERS, 1);
-        }
-        match (late, missed, responded_at) {
-            (1, Some(t), _) => add(c, *t, counter::ORDERS_OVERDUE, 1),
-            (_, None, Some(t)) => add(c, *t, counter::ORDERS_RESPONDED_ON_TIME, 1),
-            _ => {}
-        }
-        if let Some(t) = appealed_at {
-            add(c, *t, counter::APPEALS, 1);
-        }
-        match (appeal.as_str(), decided_at) {
-            ("granted", Some(t)) => add(c, *t, counter::APPEALS_GRANTED, 1),
-            ("rejected", Some(t)) => add(c, *t, counter::APPEALS_REJECTED, 1),
-            _ => {}
+    for row in supervision {
+        if let Some(c) = by_id.get(row.0.as_str()) {
+            for (t, counter) in supervision_counts(row) {
+                add(c, t, counter, 1);
+            }
         }
     }
     out.retain(|_, c| c.iter().any(|v| *v != 0));
+    out
+}
+
+/// The `window_daily` counts one `supervision` row implies: (instant, counter).
+fn supervision_counts(row: &SupervisionFacts) -> Vec<(u32, u8)> {
+    let (_, ordered_at, late, missed, responded_at, appeal, appealed_at, decided_at) = row;
+    let mut out = Vec::new();
+    if let Some(t) = ordered_at {
+        out.push((*t, counter::ORDERS));
+    }
+    match (late, missed, responded_at) {
+        (1, Some(t), _) => out.push((*t, counter::ORDERS_OVERDUE)),
+        (_, None, Some(t)) => out.push((*t, counter::ORDERS_RESPONDED_ON_TIME)),
+        _ => {}
+    }
+    if let Some(t) = appealed_at {
+        out.push((*t, counter::APPEALS));
+    }
+    match (appeal.as_str(), decided_at) {
+        ("granted", Some(t)) => out.push((*t, counter::APPEALS_GRANTED)),
+        ("rejected", Some(t)) => out.push((*t, counter::APPEALS_REJECTED)),
+        _ => {}
+    }
     out
 }
 

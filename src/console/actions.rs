@@ -313,6 +313,55 @@ struct ActionEvent {
     payload: String,
 }
 
+/// What a form asks for, once its fields are read.
+struct Asked {
+    action: Action,
+    kind: AnomalyKind,
+    note: String,
+    /// Working days to respond (on `order` and `reopen`).
+    days: Option<i64>,
+}
+
+/// The form's fields, or the answer refusing them.
+fn asked(t: T, form: &ActionForm) -> Result<Asked, Response> {
+    let (Some(action), Some(kind)) = (Action::parse(&form.action), AnomalyKind::parse(&form.kind))
+    else {
+        return Err(refused(
+            t,
+            StatusCode::BAD_REQUEST,
+            "请求无效。",
+            "Invalid request.",
+        ));
+    };
+    let note = form.note.trim().to_string();
+    let needs_days = matches!(action, Action::Order | Action::Reopen);
+    let days = form.response_days.trim().parse::<i64>().ok();
+    if note.chars().count() > MAX_NOTE_CHARS
+        || (needs_days && !days.is_some_and(|d| (1..=MAX_RESPONSE_DAYS).contains(&d)))
+    {
+        return Err(refused(
+            t,
+            StatusCode::BAD_REQUEST,
+            "说明最多 2000 字，反馈期限为 1–30 个工作日。",
+            "A note has at most 2000 characters; a response deadline is 1–30 working days.",
+        ));
+    }
+    Ok(Asked {
+        action,
+        kind,
+        note,
+        days: days.filter(|_| needs_days),
+    })
+}
+
+/// The case an action is for, as far as the viewer may see it.
+#[derive(Row, Deserialize)]
+struct Target {
+    center_id: String,
+    window_id: String,
+    department: String,
+}
+
 /// The event of a form, or the answer refusing it.
 async fn checked_event(
     c: &Console,
@@ -320,12 +369,6 @@ async fn checked_event(
     id: &str,
     form: &ActionForm,
 ) -> anyhow::Result<Result<ActionEvent, Response>> {
-    #[derive(Row, Deserialize)]
-    struct Target {
-        center_id: String,
-        window_id: String,
-        department: String,
-    }
     let sql = format!(
         "SELECT center_id, window_id, department FROM cases FINAL WHERE case_id = ? AND {}",
         super::auth::Scope::SQL
@@ -344,31 +387,13 @@ async fn checked_event(
             "Not found.",
         )));
     };
-    let (Some(action), Some(kind)) = (Action::parse(&form.action), AnomalyKind::parse(&form.kind))
-    else {
-        return Ok(Err(refused(
-            v.t,
-            StatusCode::BAD_REQUEST,
-            "请求无效。",
-            "Invalid request.",
-        )));
+    let asked = match asked(v.t, form) {
+        Ok(a) => a,
+        Err(refusal) => return Ok(Err(refusal)),
     };
-    let note = form.note.trim();
-    let days = form.response_days.trim().parse::<i64>().ok();
-    let needs_days = matches!(action, Action::Order | Action::Reopen);
-    if note.chars().count() > MAX_NOTE_CHARS
-        || (needs_days && !days.is_some_and(|d| (1..=MAX_RESPONSE_DAYS).contains(&d)))
-    {
-        return Ok(Err(refused(
-            v.t,
-            StatusCode::BAD_REQUEST,
-            "说明最多 2000 字，反馈期限为 1–30 个工作日。",
-            "A note has at most 2000 characters; a response deadline is 1–30 working days.",
-        )));
-    }
-    let state = current_state(c, id, kind).await?;
+    let state = current_state(c, id, asked.kind).await?;
     let role = actor_role(v.user.role);
-    if !allowed(role, action, kind, state) {
+    if !allowed(role, asked.action, asked.kind, state) {
         return Ok(Err(refused(
             v.t,
             StatusCode::FORBIDDEN,
@@ -376,6 +401,17 @@ async fn checked_event(
             "This action does not fit the card's state or your role.",
         )));
     }
+    Ok(Ok(action_event(v, role, id, &target, &asked)))
+}
+
+/// The `supervision` event of an action that fits, with a fresh random id.
+fn action_event(
+    v: &Viewer,
+    role: ActorRole,
+    id: &str,
+    target: &Target,
+    asked: &Asked,
+) -> ActionEvent {
     let event_id = format!("sv-{}", super::auth::random_token());
     let mut event = serde_json::json!({
         "version": 1,
@@ -385,24 +421,24 @@ async fn checked_event(
         "occurred_at": chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
         "source": "supervision",
         "center_id": target.center_id,
-        "action": action.as_str(),
-        "kind": kind.as_str(),
+        "action": asked.action.as_str(),
+        "kind": asked.kind.as_str(),
         "actor": {"id": v.user.name, "role": role.as_str()},
-        "note": note,
+        "note": asked.note,
     });
     if !target.window_id.is_empty() {
-        event["window_id"] = target.window_id.into();
+        event["window_id"] = target.window_id.clone().into();
     }
     if !target.department.is_empty() {
-        event["department"] = target.department.into();
+        event["department"] = target.department.clone().into();
     }
-    if needs_days {
+    if let Some(days) = asked.days {
         event["response_days"] = days.into();
     }
-    Ok(Ok(ActionEvent {
+    ActionEvent {
         event_id,
         payload: event.to_string(),
-    }))
+    }
 }
 
 /// The (order, appeal) states of every card acted on among these cases, by (case, kind).
@@ -502,7 +538,9 @@ pub(crate) async fn pending(c: &Console, id: &str, event_id: &str) -> anyhow::Re
     if let Some((topic, partition, offset)) = stored {
         let checkpoint: u64 = c
             .client
-            .query("SELECT max(next_offset) FROM checkpoints FINAL WHERE topic = ? AND partition = ?")
+            .query(
+                "SELECT max(next_offset) FROM checkpoints FINAL WHERE topic = ? AND partition = ?",
+            )
             .bind(&topic)
             .bind(partition)
             .fetch_one()

@@ -15,7 +15,7 @@ use hashbrown::{DefaultHashBuilder, HashMap, HashSet, HashTable};
 
 pub mod snapshot;
 
-use crate::core::aggregate::{self, Counters, DailyKey, Entry, Placed};
+use crate::core::aggregate::{self, Counters, DailyKey, Placed};
 use crate::core::calendar::{Instant, WorkCalendar};
 use crate::core::case::{
     stable_hash, Anomalies, Applied, At, CaseState, DeadlineMemo, EventSyms, Facts, SeenAttrs, Sym,
@@ -524,64 +524,61 @@ impl Engine {
         }
     }
 
-    /// Applies the difference between a case's old and new facts to aggregates, anomalies and timers.
-    fn record(
+    /// Moves `window_daily` from a case's old view to its new one.
+    fn aggregate(
         &mut self,
-        i: u32,
         old: Option<(&View, &WorkCalendar)>,
         new: &View,
         new_cal: &WorkCalendar,
     ) {
-        let old_view = old;
-        let old = old.map(|(v, cal)| (&v.facts, cal));
-        let new_view = new;
-        let new = &new.facts;
-        {
-            // Deltas of one row come in runs (a completion touches six counters of one day):
-            // gather them and look each row up once.
-            let mut deltas: smallvec::SmallVec<[(DailyKey, u8, i64); 16]> =
-                smallvec::SmallVec::new();
-            aggregate::diff(
-                old.map(|(facts, calendar)| Placed { facts, calendar }),
-                Placed {
-                    facts: new,
-                    calendar: new_cal,
-                },
-                &self.rules,
-                |key, counter, delta| deltas.push((key, counter, delta)),
-            );
-            fn placed<'a>(v: &'a View, calendar: &'a WorkCalendar) -> (Placed<'a>, &'a [Entry]) {
-                (
-                    Placed {
-                        facts: &v.facts,
-                        calendar,
-                    },
-                    v.supervision.as_slice(),
-                )
-            }
-            if !new_view.supervision.is_empty()
-                || old_view.is_some_and(|(v, _)| !v.supervision.is_empty())
-            {
-                aggregate::diff_entries(
-                    old_view.map(|(v, cal)| placed(v, cal)),
-                    placed(new_view, new_cal),
-                    |key, counter, delta| deltas.push((key, counter, delta)),
-                );
-            }
-            let mut run_start = 0;
-            while run_start < deltas.len() {
-                let key = deltas[run_start].0;
-                let run_end = deltas[run_start..]
-                    .iter()
-                    .position(|d| d.0 != key)
-                    .map_or(deltas.len(), |n| run_start + n);
-                let counters = self.daily.row_mut(key);
-                for &(_, counter, delta) in &deltas[run_start..run_end] {
-                    counters[counter as usize] += delta;
-                }
-                run_start = run_end;
+        fn placed<'a>(v: &'a View, calendar: &'a WorkCalendar) -> Placed<'a> {
+            Placed {
+                facts: &v.facts,
+                calendar,
             }
         }
+        // Deltas of one row come in runs (a completion touches six counters of one day):
+        // gather them and look each row up once.
+        let mut deltas: smallvec::SmallVec<[(DailyKey, u8, i64); 16]> = smallvec::SmallVec::new();
+        aggregate::diff(
+            old.map(|(v, cal)| placed(v, cal)),
+            placed(new, new_cal),
+            &self.rules,
+            |key, counter, delta| deltas.push((key, counter, delta)),
+        );
+        if !new.supervision.is_empty() || old.is_some_and(|(v, _)| !v.supervision.is_empty()) {
+            aggregate::diff_entries(
+                old.map(|(v, cal)| (placed(v, cal), v.supervision.as_slice())),
+                (placed(new, new_cal), new.supervision.as_slice()),
+                |key, counter, delta| deltas.push((key, counter, delta)),
+            );
+        }
+        let mut run_start = 0;
+        while run_start < deltas.len() {
+            let key = deltas[run_start].0;
+            let run_end = deltas[run_start..]
+                .iter()
+                .position(|d| d.0 != key)
+                .map_or(deltas.len(), |n| run_start + n);
+            let counters = self.daily.row_mut(key);
+            for &(_, counter, delta) in &deltas[run_start..run_end] {
+                counters[counter as usize] += delta;
+            }
+            run_start = run_end;
+        }
+    }
+
+    /// Applies the difference between a case's old and new facts to aggregates, anomalies and timers.
+    fn record(
+        &mut self,
+        i: u32,
+        old_view: Option<(&View, &WorkCalendar)>,
+        new_view: &View,
+        new_cal: &WorkCalendar,
+    ) {
+        self.aggregate(old_view, new_view, new_cal);
+        let old = old_view.map(|(v, cal)| (&v.facts, cal));
+        let new = &new_view.facts;
         self.count_provisional(old.map(|(f, _)| f), Some(new));
         let old_anomalies = old.map_or(Anomalies::NONE, |(f, _)| f.anomalies);
         for kind in AnomalyKind::ALL {
