@@ -322,16 +322,11 @@ struct Asked {
     days: Option<i64>,
 }
 
-/// The form's fields, or the answer refusing them.
-fn asked(t: T, form: &ActionForm) -> Result<Asked, Response> {
+/// The form's fields, or why they are refused (in Chinese and in English).
+fn asked(form: &ActionForm) -> Result<Asked, (&'static str, &'static str)> {
     let (Some(action), Some(kind)) = (Action::parse(&form.action), AnomalyKind::parse(&form.kind))
     else {
-        return Err(refused(
-            t,
-            StatusCode::BAD_REQUEST,
-            "请求无效。",
-            "Invalid request.",
-        ));
+        return Err(("请求无效。", "Invalid request."));
     };
     let note = form.note.trim().to_string();
     let needs_days = matches!(action, Action::Order | Action::Reopen);
@@ -339,9 +334,7 @@ fn asked(t: T, form: &ActionForm) -> Result<Asked, Response> {
     if note.chars().count() > MAX_NOTE_CHARS
         || (needs_days && !days.is_some_and(|d| (1..=MAX_RESPONSE_DAYS).contains(&d)))
     {
-        return Err(refused(
-            t,
-            StatusCode::BAD_REQUEST,
+        return Err((
             "说明最多 2000 字，反馈期限为 1–30 个工作日。",
             "A note has at most 2000 characters; a response deadline is 1–30 working days.",
         ));
@@ -387,9 +380,9 @@ async fn checked_event(
             "Not found.",
         )));
     };
-    let asked = match asked(v.t, form) {
+    let asked = match asked(form) {
         Ok(a) => a,
-        Err(refusal) => return Ok(Err(refusal)),
+        Err((zh, en)) => return Ok(Err(refused(v.t, StatusCode::BAD_REQUEST, zh, en))),
     };
     let state = current_state(c, id, asked.kind).await?;
     let role = actor_role(v.user.role);
