@@ -305,6 +305,11 @@ pub(crate) struct KafkaConfig {
 pub(crate) struct ClickhouseConfig {
     pub(crate) url: String,
     pub(crate) database: String,
+    /// A cluster of the servers' `remote_servers` (empty: one server): the schema is made of
+    /// distributed tables over replicated local ones (`casewatch migrate`), and inserts wait
+    /// for every shard.
+    #[serde(default)]
+    pub(crate) cluster: String,
     pub(crate) user: String,
     pub(crate) password: Secret,
     pub(crate) timeout_secs: u64,

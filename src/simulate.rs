@@ -88,9 +88,47 @@ impl Profile {
                 department: dept.to_string(),
             })
             .collect();
-        // Item shapes are fixed by the profile (not by the seed), so every run of the county
-        // has the same catalogue.
-        let mut rng = ChaCha8Rng::seed_from_u64(0x00c0_ffee);
+        Self::with_windows("C001", windows, 1550.0, 8 * 3600, 0x00c0_ffee)
+    }
+
+    /// A province (SPEC §7, issue 21): 100 centres `P001`…`P100` with 6 to 22 windows each
+    /// (their own departments, named after the centre), 300 to 3,000 cases a month; the last
+    /// four keep their local time at UTC+6 (`config/province.toml` gives them `Asia/Urumqi`
+    /// and some centres their own closures).
+    pub(crate) fn province() -> Vec<Profile> {
+        (1..=100u64)
+            .map(|n| {
+                let center = format!("P{n:03}");
+                let count = 6 + (n * 7 % 17) as usize;
+                let windows = DEPARTMENTS
+                    .iter()
+                    .cycle()
+                    .skip(n as usize % DEPARTMENTS.len())
+                    .take(count)
+                    .enumerate()
+                    .map(|(i, (name, dept))| WindowDef {
+                        id: format!("W{:02}", i + 1),
+                        name: name.to_string(),
+                        department: format!("{center}{}", dept.trim_start_matches('县')),
+                    })
+                    .collect();
+                let cases = 300.0 + (n * 271 % 2700) as f64;
+                let offset = if n > 96 { 6 * 3600 } else { 8 * 3600 };
+                Self::with_windows(&center, windows, cases, offset, 0x00c0_ffee + n)
+            })
+            .collect()
+    }
+
+    /// A centre with these windows, 15 items each, whose shapes come from `catalogue_seed`
+    /// (fixed by the profile, not by the stream's seed, so every run has the same catalogue).
+    fn with_windows(
+        center_id: &str,
+        windows: Vec<WindowDef>,
+        cases_per_month: f64,
+        utc_offset: i32,
+        catalogue_seed: u64,
+    ) -> Profile {
+        let mut rng = ChaCha8Rng::seed_from_u64(catalogue_seed);
         let mut items = Vec::new();
         for (w, win) in windows.iter().enumerate() {
             for (k, word) in ITEM_WORDS.iter().enumerate() {
@@ -115,11 +153,11 @@ impl Profile {
             }
         }
         Profile {
-            center_id: "C001".into(),
+            center_id: center_id.into(),
             windows,
             items,
-            cases_per_month: 1550.0,
-            utc_offset: 8 * 3600,
+            cases_per_month,
+            utc_offset,
         }
     }
 }
@@ -217,6 +255,38 @@ pub fn county_lines(opts: &SimOptions) -> Vec<String> {
         .into_iter()
         .map(|e| e.line)
         .collect()
+}
+
+/// The lines of the province profile's stream, in arrival order.
+pub fn province_lines(opts: &SimOptions) -> Vec<String> {
+    generate_all(&Profile::province(), opts)
+        .into_iter()
+        .map(|e| e.line)
+        .collect()
+}
+
+/// Generates the streams of several centres, each from its own seed, merged in arrival order.
+pub(crate) fn generate_all(profiles: &[Profile], opts: &SimOptions) -> Vec<SimEvent> {
+    if let [one] = profiles {
+        return generate(one, opts);
+    }
+    let mut all: Vec<SimEvent> = profiles
+        .iter()
+        .enumerate()
+        .flat_map(|(i, p)| {
+            let seed = opts.seed.wrapping_mul(1000).wrapping_add(i as u64);
+            generate(
+                p,
+                &SimOptions {
+                    seed,
+                    ..opts.clone()
+                },
+            )
+        })
+        .collect();
+    // Stable: each centre's own order is kept among equal instants.
+    all.sort_by_key(|e| e.arrives_at);
+    all
 }
 
 /// Generates the stream, in arrival order.

@@ -156,11 +156,14 @@ fn replay_to_csv(
 }
 
 /// `casewatch migrate`.
-pub(super) fn migrate(cfg: &Config) -> anyhow::Result<i32> {
+pub(super) fn migrate(cfg: &Config, cluster: Option<&str>) -> anyhow::Result<i32> {
     let admin = crate::sinks::clickhouse::admin_client(&cfg.clickhouse);
     let database = &cfg.clickhouse.database;
+    let cluster = cluster.unwrap_or(&cfg.clickhouse.cluster);
     let applied = runtime()?
-        .block_on(crate::sinks::clickhouse::migrate::migrate(&admin, database))
+        .block_on(crate::sinks::clickhouse::migrate::migrate(
+            &admin, database, cluster,
+        ))
         .with_context(|| format!("cannot migrate ClickHouse at {}", cfg.clickhouse.url))?;
     if applied.is_empty() {
         eprintln!("database {database} is up to date");
@@ -392,10 +395,11 @@ pub(super) fn simulate(
     opts: &SimOptions,
     target: SimTarget,
 ) -> anyhow::Result<i32> {
-    let profile = match profile {
-        ProfileName::County => Profile::county(),
+    let profiles = match profile {
+        ProfileName::County => vec![Profile::county()],
+        ProfileName::Province => Profile::province(),
     };
-    let events = crate::simulate::generate(&profile, opts);
+    let events = crate::simulate::generate_all(&profiles, opts);
     let out = match target {
         SimTarget::Kafka(cfg, topic, partitions, append) => {
             return runtime()?

@@ -74,7 +74,12 @@ pub(crate) enum Command {
         sink: Sink,
     },
     /// Create the ClickHouse database and apply schema migrations (idempotent).
-    Migrate,
+    Migrate {
+        /// Create the schema on every server of this cluster (of the servers' `remote_servers`):
+        /// replicated local tables and distributed ones over them. Default: `clickhouse.cluster`.
+        #[arg(long)]
+        cluster: Option<String>,
+    },
     /// Consume the events topic and keep ClickHouse up to date (the service).
     Run {
         /// Stop once no message arrived for this many seconds (demos, benchmarks, tests).
@@ -300,6 +305,9 @@ impl From<Unit> for DayUnit {
 pub(crate) enum ProfileName {
     /// The seed county: 22 windows, 330 items, ~1,550 cases a month.
     County,
+    /// A province: 100 centres with their own windows and departments, ~165,000 cases a
+    /// month (`--scale` shrinks it), four of them at UTC+6 (see `config/province.toml`).
+    Province,
 }
 
 /// An RFC 3339 timestamp with offset, as an instant.
@@ -328,7 +336,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             out,
             sink,
         } => replay(&config()?, &file, as_of, sink, out.as_deref()),
-        Command::Migrate => migrate(&config()?),
+        Command::Migrate { cluster } => migrate(&config()?, cluster.as_deref()),
         Command::Run { exit_when_idle } => run_service(&config()?, exit_when_idle),
         Command::Alerts(AlertsCommand::Test { webhook }) => alerts_test(config()?, &webhook),
         Command::Serve => serve(&config()?),

@@ -158,8 +158,12 @@ pub(crate) async fn drop_all_but(client: &Client, origin: &Origin, keep: Snapsho
             continue;
         }
         // Each snapshot is a ClickHouse partition of its own: dropping it rewrites nothing.
+        let sql = format!(
+            "ALTER TABLE {} DROP PARTITION (?, ?, ?, ?)",
+            crate::sinks::clickhouse::cluster::local("snapshots")
+        );
         let dropped = client
-            .query("ALTER TABLE snapshots DROP PARTITION (?, ?, ?, ?)")
+            .query(&sql)
             .bind(&origin.topic)
             .bind(origin.partition)
             .bind(epoch)

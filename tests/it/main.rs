@@ -8,6 +8,7 @@ mod bulletin;
 mod calendar;
 mod catch_up;
 mod cli;
+mod cluster;
 mod console;
 mod contract;
 mod docker;

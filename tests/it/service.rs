@@ -68,16 +68,21 @@ pub async fn produce(db: &TestDb, topic: &str, lines: &[String]) {
     }
 }
 
-/// The expected tables: a clean CSV replay with engine time at "now" (the live clock).
+/// The expected tables: a clean CSV replay with engine time at "now" (the live clock), under
+/// the configuration file `config` when there is one.
 fn expected(
     db: &TestDb,
     dir: &std::path::Path,
     file: &std::path::Path,
+    config: Option<&std::path::Path>,
 ) -> std::collections::BTreeMap<&'static str, Vec<Vec<String>>> {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut c = casewatch(db);
+    if let Some(config) = config {
+        c.arg("--config").arg(config);
+    }
     run_ok(
-        casewatch(db)
-            .args(["replay", "--as-of", &now, "--out"])
+        c.args(["replay", "--as-of", &now, "--out"])
             .arg(dir.join("expected"))
             .arg(file),
     );
@@ -87,7 +92,17 @@ fn expected(
 /// Compares everything but `dead_letters`, whose positions differ between a file and a topic
 /// (their reasons are compared as a multiset).
 async fn assert_tables_equal_replay(db: &TestDb, dir: &std::path::Path, file: &std::path::Path) {
-    let mut want = expected(db, dir, file);
+    assert_tables_equal_replay_with(db, dir, file, None).await;
+}
+
+/// [`assert_tables_equal_replay`] under a configuration file.
+pub async fn assert_tables_equal_replay_with(
+    db: &TestDb,
+    dir: &std::path::Path,
+    file: &std::path::Path,
+    config: Option<&std::path::Path>,
+) {
+    let mut want = expected(db, dir, file, config);
     let mut got = tables_as_csv(db).await;
     let reasons = |rows: Vec<Vec<String>>| {
         let mut r: Vec<String> = rows.into_iter().map(|mut row| row.pop().unwrap()).collect();
@@ -153,6 +168,15 @@ impl Drop for Running {
             }
         }
     }
+}
+
+/// Messages the checkpoints cover, over every partition (0 while ClickHouse does not answer).
+async fn checkpointed(db: &TestDb) -> u64 {
+    db.client()
+        .query("SELECT sum(next_offset) FROM checkpoints FINAL")
+        .fetch_one()
+        .await
+        .unwrap_or(0)
 }
 
 /// Starts `casewatch` at log level info; its log is printed if the test fails.
@@ -270,13 +294,7 @@ async fn sigkills_at_random_moments(snapshot_every_events: Option<u64>) -> Strin
             if metric(port, "casewatch_events_consumed_total").unwrap_or(0) > 0 {
                 break;
             }
-            let checkpointed: u64 = db
-                .client()
-                .query("SELECT sum(next_offset) FROM checkpoints FINAL")
-                .fetch_one()
-                .await
-                .unwrap_or(0);
-            if checkpointed >= lines.len() as u64
+            if checkpointed(&db).await >= lines.len() as u64
                 && metric(port, "casewatch_events_consumed_total").is_some()
             {
                 break;
@@ -524,12 +542,18 @@ async fn clickhouse_stopped_mid_run_loses_and_doubles_nothing() {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     ch.script("start-clickhouse");
-    // Messages read again after a rebalance count twice: wait for at least all of them.
+    // Done when the checkpoints cover every message of both partitions (a count of messages
+    // consumed would also count those read again after a rebalance, and end too early).
     let deadline = std::time::Instant::now() + Duration::from_secs(180);
-    while metric(port, "casewatch_events_consumed_total").unwrap_or(0) < lines.len() as u64 {
+    loop {
+        let covered = checkpointed(&db).await;
+        if covered >= lines.len() as u64 {
+            break;
+        }
         assert!(
             std::time::Instant::now() < deadline,
-            "the consumer did not finish after the outage"
+            "the consumer did not finish after the outage ({covered} of {} messages)",
+            lines.len()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

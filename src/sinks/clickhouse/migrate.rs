@@ -87,32 +87,53 @@ pub(crate) fn statements(sql: &str) -> Vec<String> {
 }
 
 /// Creates the database if needed and applies every migration not applied yet; returns the
-/// versions applied now.
+/// versions applied now. With a `cluster` (non-empty) every statement goes to every server of
+/// it, rewritten by [`super::cluster::ClusterSchema`].
 pub(crate) async fn migrate(
     admin: &Client,
     database: &str,
+    cluster: &str,
 ) -> Result<Vec<u32>, ::clickhouse::error::Error> {
+    let on_cluster = if cluster.is_empty() {
+        String::new()
+    } else {
+        format!(" ON CLUSTER {cluster}")
+    };
     admin
-        .query(&format!("CREATE DATABASE IF NOT EXISTS {database}"))
+        .query(&format!(
+            "CREATE DATABASE IF NOT EXISTS {database}{on_cluster}"
+        ))
         .execute()
         .await?;
     let db = admin.clone().with_database(database);
-    db.query(
+    let schema_migrations = if cluster.is_empty() {
         "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, applied_at DateTime) \
-         ENGINE = ReplacingMergeTree ORDER BY version",
-    )
-    .execute()
-    .await?;
+         ENGINE = ReplacingMergeTree ORDER BY version"
+            .to_string()
+    } else {
+        super::cluster::schema_migrations_table(cluster, database)
+    };
+    db.query(&schema_migrations).execute().await?;
     let done: Vec<u32> = db
         .query("SELECT version FROM schema_migrations FINAL")
         .fetch_all::<u32>()
         .await?;
     let mut applied = Vec::new();
+    // On a cluster the rewrite learns the tables of every migration, applied or not.
+    let mut schema = super::cluster::ClusterSchema::default();
     for (version, name, sql) in MIGRATIONS {
+        let mut rewritten = Vec::new();
+        for statement in statements(sql) {
+            if cluster.is_empty() {
+                rewritten.push(statement);
+            } else {
+                rewritten.extend(schema.rewrite(&statement, cluster, database));
+            }
+        }
         if done.contains(&version) {
             continue;
         }
-        for statement in statements(sql) {
+        for statement in rewritten {
             db.query(&statement).execute().await?;
         }
         let mut insert = db.insert::<Applied>("schema_migrations").await?;

@@ -4,6 +4,7 @@
 //! Every row is an absolute value with a version, written to a ReplacingMergeTree table, so
 //! writing a batch twice (after a crash) changes nothing.
 
+pub(crate) mod cluster;
 pub(crate) mod migrate;
 pub mod rows;
 pub(crate) mod writer;
@@ -11,9 +12,23 @@ pub(crate) mod writer;
 pub(crate) use writer::{ClickhouseWriter, SinkError};
 
 /// A client for a database, with row validation off (ClickHouse 18.16 has no schema endpoint
-/// for it).
+/// for it). On a cluster, inserts into the distributed tables return only once every shard has
+/// its rows (`insert_distributed_sync`), so a checkpoint never lands before its data; and an
+/// `IN (SELECT …)` over a distributed table inside a query over another reads each shard's own
+/// part (`distributed_product_mode = 'local'`): the tables are sharded alike, by partition; and
+/// the server's own shard is read like the others (`prefer_localhost_replica = 0`): ClickHouse
+/// 18.16 reads it through a path where `FINAL` loses the key and version columns a query does
+/// not select ("Cannot find column version in source stream").
 pub(crate) fn client(cfg: &crate::config::ClickhouseConfig) -> ::clickhouse::Client {
-    admin_client(cfg).with_database(&cfg.database)
+    let c = admin_client(cfg).with_database(&cfg.database);
+    cluster::set_cluster(&cfg.cluster);
+    if cfg.cluster.is_empty() {
+        c
+    } else {
+        c.with_setting("insert_distributed_sync", "1")
+            .with_setting("distributed_product_mode", "local")
+            .with_setting("prefer_localhost_replica", "0")
+    }
 }
 
 /// A client without a database (to create it).

@@ -1,0 +1,202 @@
+//! Province scale (SPEC §7): a real ClickHouse cluster — Debian's ZooKeeper and two
+//! ClickHouse servers, two shards of one replica (`scripts/services up --cluster`). A province
+//! stream on four partitions, with a SIGKILL of the consumer and a restart of one shard's server
+//! mid-run, equals the single-node replay row for row through the distributed tables; the
+//! migration is idempotent from either server. (Two consumers in one group: see issue 21's
+//! note — the test broker loses assignments when members come and go.)
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::pipeline::run_ok;
+use crate::service::{assert_tables_equal_replay_with, produce, spawn, write_lines, Running};
+use crate::support::{unique_name, TestDb, TestTopics};
+
+/// The cluster's servers (HTTP) and name, from `scripts/services env`.
+fn cluster() -> (Vec<String>, String) {
+    let urls = std::env::var("CASEWATCH_TEST_CLUSTER_URLS").expect(
+        "CASEWATCH_TEST_CLUSTER_URLS: the local cluster is not up (scripts/services up --cluster)",
+    );
+    let name = std::env::var("CASEWATCH_TEST_CLUSTER").unwrap_or_else(|_| "casewatch".into());
+    (urls.split(',').map(str::to_string).collect(), name)
+}
+
+/// A database on the cluster, dropped on every server at the end.
+struct ClusterDb {
+    /// The database as seen from the first server (what the comparisons read).
+    db: TestDb,
+    urls: Vec<String>,
+    cluster: String,
+}
+
+impl ClusterDb {
+    fn new() -> Self {
+        let (urls, cluster) = cluster();
+        Self {
+            db: TestDb {
+                name: unique_name("cw_cluster"),
+                url: urls[0].clone(),
+            },
+            urls,
+            cluster,
+        }
+    }
+
+    /// `casewatch` against server `server` of the cluster.
+    fn casewatch(&self, server: usize) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_casewatch"));
+        c.env("CASEWATCH__CLICKHOUSE__URL", &self.urls[server])
+            .env("CASEWATCH__CLICKHOUSE__DATABASE", &self.db.name)
+            .env("CASEWATCH__CLICKHOUSE__CLUSTER", &self.cluster)
+            .env("RUST_LOG", "warn");
+        c
+    }
+
+    fn sql(&self, server: usize, sql: &str) -> String {
+        crate::support::http_query(&self.urls[server], &self.db.name, sql)
+    }
+}
+
+impl Drop for ClusterDb {
+    fn drop(&mut self) {
+        let _ = Command::new("curl")
+            .args(["-s", "--max-time", "60", "--data-binary"])
+            .arg(format!(
+                "DROP DATABASE IF EXISTS {} ON CLUSTER {}",
+                self.db.name, self.cluster
+            ))
+            .arg(&self.urls[0])
+            .output();
+    }
+}
+
+/// The province's shard script (`scripts/services stop-shard|start-shard N`).
+fn shard(action: &str, n: usize) {
+    let status = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/services"))
+        .args([action, &n.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "scripts/services {action} {n}");
+}
+
+fn consumer(
+    c: &ClusterDb,
+    server: usize,
+    topic: &str,
+    config: &std::path::Path,
+    id: &str,
+) -> Running {
+    let mut cmd = crate::service::service(&c.db, topic);
+    cmd.env("CASEWATCH__CLICKHOUSE__URL", &c.urls[server])
+        .env("CASEWATCH__CLICKHOUSE__CLUSTER", &c.cluster)
+        .env("CASEWATCH__KAFKA__INSTANCE_ID", id)
+        .arg("--config")
+        .arg(config)
+        .arg("run");
+    spawn(&mut cmd)
+}
+
+fn covered(c: &ClusterDb) -> u64 {
+    c.sql(0, "SELECT sum(next_offset) FROM checkpoints FINAL")
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+fn sigterm(r: &mut Running) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(r.id().to_string())
+        .status();
+    assert!(r.wait(Duration::from_secs(60)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_consumers_into_a_two_shard_cluster_equal_the_single_node_replay() {
+    let c = ClusterDb::new();
+    // The migration, from either server, is applied once.
+    let first = run_ok(c.casewatch(0).arg("migrate"));
+    assert!(
+        first.contains("applied migrations [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]"),
+        "{first}"
+    );
+    let again = run_ok(c.casewatch(1).arg("migrate"));
+    assert!(again.contains("is up to date"), "{again}");
+    for server in 0..2 {
+        let tables = c.sql(server, &format!(
+            "SELECT name, engine FROM system.tables WHERE database = '{}' AND name IN ('cases', 'cases_local', 'supervision_local') ORDER BY name",
+            c.db.name
+        ));
+        assert_eq!(
+            tables,
+            "cases\tDistributed\ncases_local\tReplicatedReplacingMergeTree\nsupervision_local\tReplicatedReplacingMergeTree\n",
+            "server {server}"
+        );
+    }
+
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/province.toml");
+    let topics = TestTopics::new(1, 4).await;
+    let topic = topics.names[0].clone();
+    let dir = tempfile::tempdir().unwrap();
+    let lines = casewatch::simulate::province_lines(&casewatch::simulate::SimOptions {
+        seed: 5,
+        start: chrono::NaiveDate::from_ymd_opt(2019, 12, 1).unwrap(),
+        months: 1,
+        scale: 0.02,
+        invalid_rate: 0.01,
+        duplicate_rate: 0.01,
+    });
+    let file = write_lines(dir.path(), &lines);
+    produce(&c.db, &topic, &lines).await;
+
+    // A consumer writing through the first server; SIGKILLed once (its successor takes the
+    // four partitions over from both shards' checkpoints), while the second shard's server
+    // restarts under it.
+    let mut a = consumer(&c, 0, &topic, &config, "consumer-a");
+    let wait_for = |what: &str, done: &dyn Fn() -> bool, limit: u64| {
+        let deadline = Instant::now() + Duration::from_secs(limit);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait_for("no flush before the SIGKILL", &|| covered(&c) > 0, 120);
+    a.kill();
+    let mut a = consumer(&c, 1, &topic, &config, "consumer-a");
+    shard("stop-shard", 2);
+    std::thread::sleep(Duration::from_secs(3));
+    shard("start-shard", 2);
+    let total = lines.len() as u64;
+    wait_for(
+        "the consumer did not cover every message",
+        &|| covered(&c) >= total,
+        300,
+    );
+    sigterm(&mut a);
+
+    // Both shards hold rows, and the distributed tables equal the single-node replay.
+    for server in 0..2 {
+        let local: u64 = c
+            .sql(server, "SELECT count() FROM cases_local")
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(local > 0, "shard {} holds no case", server + 1);
+    }
+    assert_tables_equal_replay_with(&c.db, dir.path(), &file, Some(&config)).await;
+    // Read through the other server, `verify` agrees too (with the province's timezones).
+    let verify = c
+        .casewatch(1)
+        .arg("--config")
+        .arg(&config)
+        .args(["verify", "--from", "2019-11-01", "--to", "2020-01-31"])
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}
