@@ -176,6 +176,7 @@ impl Context<'_> {
             "working_days_remaining": self.working_days_remaining(),
             "calendar_provisional": a.calendar_provisional != 0,
             "round": a.round,
+            "annulled": a.annulled != 0,
             "message": self.one_line(),
         })
     }

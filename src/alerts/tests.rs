@@ -238,6 +238,7 @@ fn generic_body_headers_and_signature() {
             "accepted_at": "2024-05-06T01:00:00Z", "promised_deadline": "2024-05-15T01:00:00Z",
             "legal_deadline": null, "detected_at": "2024-05-15T01:00:00Z", "revoked_at": null,
             "working_days_remaining": -2.0, "calendar_provisional": false, "round": 1,
+            "annulled": false,
             "message": "黄牌：公安窗口 办件 C001-2024-0001（W01-001 户籍迁入）超期办件"
         })
     );

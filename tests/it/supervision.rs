@@ -117,7 +117,7 @@ async fn order_respond_close_appeal_grant_and_an_overdue_order_in_chromium() {
         &cfg,
         format!(
             "[alerts]\nrescan_secs = 1\n[[alerts.webhooks]]\nname = \"director\"\nurl = \"{}\"\nformat = \"generic\"\n\
-             [[alerts.routes]]\nkinds = [\"supervision_overdue\"]\nwebhooks = [\"director\"]\n",
+             [[alerts.routes]]\nkinds = [\"supervision_overdue\", \"overdue\"]\nwebhooks = [\"director\"]\n",
             director.url
         ),
     )
@@ -243,6 +243,20 @@ async fn order_respond_close_appeal_grant_and_an_overdue_order_in_chromium() {
         .await
         .unwrap();
     assert_eq!(annulled, 1);
+    // The annulment reaches the webhook as the card's revocation, marked annulled.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !director.requests().into_iter().map(|r| r.json()).any(|j| {
+        j["case_id"] == "SV-APPEAL"
+            && j["kind"] == "overdue"
+            && j["revocation"] == true
+            && j["annulled"] == true
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "no revocation of the annulled card at the webhook"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // The supervision rows say who did what.
     let rows: Vec<(String, String, String, String)> = client
         .query("SELECT case_id, order_state, appeal_state, decided_by FROM supervision FINAL ORDER BY case_id")
