@@ -893,16 +893,17 @@ fn assert_aggregates_match_cases(engine: &mut Engine) {
             _ => {}
         }
     }
+    let items: BTreeMap<_, _> = engine
+        .all_case_rows()
+        .into_iter()
+        .map(|r| (r.case_id, r.facts.item_code))
+        .collect();
     for s in engine.all_supervision_rows() {
         let cal = engine.calendar_of(s.center);
-        let case = engine
-            .all_case_rows()
-            .into_iter()
-            .find(|r| r.case_id == s.case_id)
-            .unwrap();
+        let item_code = items[&s.case_id];
         let mut add = |t: Instant, c: u8| {
             expected
-                .entry((cal.local_day(t), s.center, s.window, case.facts.item_code))
+                .entry((cal.local_day(t), s.center, s.window, item_code))
                 .or_insert(casewatch::core::aggregate::ZERO)[c as usize] += 1;
         };
         if let Some(t) = s.ordered_at() {

@@ -20,6 +20,7 @@ use crate::config::{ConsoleRole, KafkaConfig};
 use crate::core::event::{Action, ActorRole, MAX_NOTE_CHARS, MAX_RESPONSE_DAYS};
 use crate::core::rules::{AnomalyKind, Level};
 use crate::core::supervision::{actions_for, allowed, AppealState, CardState, OrderState};
+use crate::sinks::clickhouse::rows::SupervisionRecord;
 
 /// The producer of console actions.
 pub(crate) struct ActionProducer {
@@ -94,66 +95,12 @@ pub(crate) struct ShownCard {
     pub(crate) actions: Vec<ShownAction>,
 }
 
-/// A `supervision` row as the case page shows it.
-#[derive(Row, Deserialize)]
-pub(crate) struct SupervisionLine {
-    pub(crate) kind: String,
-    pub(crate) order_state: String,
-    pub(crate) ordered_at: Option<u32>,
-    pub(crate) ordered_by: String,
-    pub(crate) order_note: String,
-    pub(crate) response_due: Option<u32>,
-    pub(crate) responded_at: Option<u32>,
-    pub(crate) responded_by: String,
-    pub(crate) response_note: String,
-    pub(crate) response_late: u8,
-    pub(crate) reopens: u16,
-    pub(crate) closed_at: Option<u32>,
-    pub(crate) closed_by: String,
-    pub(crate) appeal_state: String,
-    pub(crate) appealed_at: Option<u32>,
-    pub(crate) appealed_by: String,
-    pub(crate) appeal_reason: String,
-    pub(crate) decided_at: Option<u32>,
-    pub(crate) decided_by: String,
-    pub(crate) decision_note: String,
-}
-
-/// The columns of [`SupervisionLine`].
-const SUPERVISION_COLUMNS: &str =
-    "kind, order_state, toUInt32(ordered_at) AS ordered_at, ordered_by, \
-     order_note, toUInt32(response_due) AS response_due, toUInt32(responded_at) AS responded_at, \
-     responded_by, response_note, response_late, reopens, toUInt32(closed_at) AS closed_at, \
-     closed_by, appeal_state, toUInt32(appealed_at) AS appealed_at, appealed_by, appeal_reason, \
-     toUInt32(decided_at) AS decided_at, decided_by, decision_note";
-
-fn order_state(s: &str) -> Option<OrderState> {
-    [
-        OrderState::Ordered,
-        OrderState::Responded,
-        OrderState::Closed,
-        OrderState::Cancelled,
-    ]
-    .into_iter()
-    .find(|o| o.as_str() == s)
-}
-
-fn appeal_state(s: &str) -> Option<AppealState> {
-    [
-        AppealState::Pending,
-        AppealState::Granted,
-        AppealState::Rejected,
-    ]
-    .into_iter()
-    .find(|a| a.as_str() == s)
-}
-
 /// A card's state from its `alerts`/`anomalies` level (when it holds) and `supervision` row.
 pub(crate) fn card_state(holding_level: Option<&str>, order: &str, appeal: &str) -> CardState {
     CardState {
         holds: holding_level.and_then(Level::parse),
-        order: order_state(order),
-        appeal: appeal_state(appeal),
+        order: OrderState::parse(order),
+        appeal: AppealState::parse(appeal),
     }
 }
 
@@ -194,7 +141,7 @@ pub(crate) async fn case_cards(
     c: &Console,
     v: &Viewer,
     case_id: &str,
-) -> anyhow::Result<(Vec<ShownCard>, Vec<SupervisionLine>)> {
+) -> anyhow::Result<(Vec<ShownCard>, Vec<SupervisionRecord>)> {
     #[derive(Row, Deserialize)]
     struct Held {
         kind: String,
@@ -206,11 +153,9 @@ pub(crate) async fn case_cards(
         .bind(case_id)
         .fetch_all()
         .await?;
-    let lines: Vec<SupervisionLine> = c
+    let lines: Vec<SupervisionRecord> = c
         .client
-        .query(&format!(
-            "SELECT {SUPERVISION_COLUMNS} FROM supervision FINAL WHERE case_id = ? ORDER BY kind"
-        ))
+        .query("SELECT ?fields FROM supervision FINAL WHERE case_id = ? ORDER BY kind")
         .bind(case_id)
         .fetch_all()
         .await?;

@@ -536,7 +536,7 @@ struct ShownSupervision {
 }
 
 impl ShownSupervision {
-    fn new(c: &Console, s: super::actions::SupervisionLine) -> Self {
+    fn new(c: &Console, s: crate::sinks::clickhouse::rows::SupervisionRecord) -> Self {
         let by = |t: Option<u32>, who: &str| {
             let at = shown(c, t);
             if at.is_empty() {

@@ -87,6 +87,18 @@ pub enum OrderState {
 }
 
 impl OrderState {
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            OrderState::Ordered,
+            OrderState::Responded,
+            OrderState::Closed,
+            OrderState::Cancelled,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == s)
+    }
+
     /// The wire name (the `supervision` table's `order_state`).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -190,6 +202,17 @@ pub enum AppealState {
 }
 
 impl AppealState {
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            AppealState::Pending,
+            AppealState::Granted,
+            AppealState::Rejected,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == s)
+    }
+
     /// The wire name (the `supervision` table's `appeal_state`).
     pub fn as_str(self) -> &'static str {
         match self {
