@@ -1,15 +1,17 @@
 //! Province scale (SPEC §7): a real ClickHouse cluster — Debian's ZooKeeper and two
-//! ClickHouse servers, two shards of one replica (`scripts/services up --cluster`). A province
-//! stream on four partitions, with a SIGKILL of the consumer and a restart of one shard's server
-//! mid-run, equals the single-node replay row for row through the distributed tables; the
-//! migration is idempotent from either server. (Two consumers in one group: see issue 21's
-//! note — the test broker loses assignments when members come and go.)
-
+//! ClickHouse servers, two shards of one replica (`scripts/services up --cluster`) — and two
+//! consumers in one group with static membership. A province stream on four partitions,
+//! arriving in four parts while partitions move (b joins and takes two over from a; b is
+//! SIGKILLed and its successor takes them over; the second shard's server restarts; a rolling
+//! restart of both), equals the single-node replay row for row through the distributed tables;
+//! the migration is idempotent from either server.
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::pipeline::run_ok;
-use crate::service::{assert_tables_equal_replay_with, produce, spawn, write_lines, Running};
+use crate::service::{
+    assert_tables_equal_replay_with, produce, spawn, strip_ansi, write_lines, Running,
+};
 use crate::support::{unique_name, TestDb, TestTopics};
 
 /// The cluster's servers (HTTP) and name, from `scripts/services env`.
@@ -148,12 +150,11 @@ async fn two_consumers_into_a_two_shard_cluster_equal_the_single_node_replay() {
         duplicate_rate: 0.01,
     });
     let file = write_lines(dir.path(), &lines);
-    produce(&c.db, &topic, &lines).await;
-
-    // A consumer writing through the first server; SIGKILLed once (its successor takes the
-    // four partitions over from both shards' checkpoints), while the second shard's server
-    // restarts under it.
-    let mut a = consumer(&c, 0, &topic, &config, "consumer-a");
+    // The stream arrives in four parts, so every move below happens with messages still to
+    // come. Consecutive chunks keep every case's order.
+    let parts: Vec<&[String]> = lines.chunks(lines.len().div_ceil(4)).collect();
+    let total = lines.len() as u64;
+    let mut produced = 0;
     let wait_for = |what: &str, done: &dyn Fn() -> bool, limit: u64| {
         let deadline = Instant::now() + Duration::from_secs(limit);
         while !done() {
@@ -161,19 +162,68 @@ async fn two_consumers_into_a_two_shard_cluster_equal_the_single_node_replay() {
             std::thread::sleep(Duration::from_millis(200));
         }
     };
-    wait_for("no flush before the SIGKILL", &|| covered(&c) > 0, 120);
-    a.kill();
-    let mut a = consumer(&c, 1, &topic, &config, "consumer-a");
+    let assigned = |r: &Running| strip_ansi(&r.log()).matches("partition assigned").count();
+
+    // Consumer a, writing through the first server, owns the four partitions alone.
+    produce(&c.db, &topic, parts[0]).await;
+    produced += parts[0].len() as u64;
+    let mut a = consumer(&c, 0, &topic, &config, "consumer-a");
+    wait_for(
+        "a did not cover the first part",
+        &|| covered(&c) >= produced,
+        180,
+    );
+    assert_eq!(assigned(&a), 4, "{}", a.log());
+
+    // Consumer b joins the group through the second server: the group rebalances, and two
+    // partitions move from a to b, which takes them over from a's checkpoints.
+    let mut b = consumer(&c, 1, &topic, &config, "consumer-b");
+    wait_for("no partition moved to b", &|| assigned(&b) >= 1, 120);
+    let moved = assigned(&b);
+    assert!((1..4).contains(&moved), "b took {moved} partitions");
+    produce(&c.db, &topic, parts[1]).await;
+    produced += parts[1].len() as u64;
+
+    // b is SIGKILLed mid-run; its successor (the same static member) takes its partitions
+    // over from the checkpoints, while the second shard's server restarts under both.
+    std::thread::sleep(Duration::from_millis(1500));
+    b.kill();
+    let mut b = consumer(&c, 1, &topic, &config, "consumer-b");
     shard("stop-shard", 2);
+    produce(&c.db, &topic, parts[2]).await;
+    produced += parts[2].len() as u64;
     std::thread::sleep(Duration::from_secs(3));
     shard("start-shard", 2);
-    let total = lines.len() as u64;
     wait_for(
-        "the consumer did not cover every message",
+        "b's successor took nothing over",
+        &|| assigned(&b) >= 1,
+        120,
+    );
+
+    // A rolling restart: a, then b, each stopped with SIGTERM and started again.
+    sigterm(&mut a);
+    let mut a = consumer(&c, 0, &topic, &config, "consumer-a");
+    wait_for(
+        "a's successor took nothing over",
+        &|| assigned(&a) >= 1,
+        120,
+    );
+    sigterm(&mut b);
+    let mut b = consumer(&c, 1, &topic, &config, "consumer-b");
+    produce(&c.db, &topic, parts[3]).await;
+    produced += parts[3].len() as u64;
+    assert_eq!(produced, total);
+    wait_for(
+        "the consumers did not cover every message",
         &|| covered(&c) >= total,
         300,
     );
+    assert!(
+        assigned(&a) >= 1 && assigned(&b) >= 1,
+        "both consumers own partitions at the end"
+    );
     sigterm(&mut a);
+    sigterm(&mut b);
 
     // Both shards hold rows, and the distributed tables equal the single-node replay.
     for server in 0..2 {

@@ -220,7 +220,7 @@ fn takeovers_from_snapshots(logs: &str) -> (usize, usize) {
 }
 
 /// A log without its terminal colour codes.
-fn strip_ansi(log: &str) -> String {
+pub fn strip_ansi(log: &str) -> String {
     let mut out = String::with_capacity(log.len());
     let mut chars = log.chars();
     while let Some(c) = chars.next() {
