@@ -264,17 +264,10 @@ impl ConsumerLoop {
         if handled == Handled::Evicted {
             // The case's events are read back from ClickHouse: let the write land first.
             s.finish_flush()?;
+            if let Ok(e) = crate::core::event::parse_event(payload, i64::MAX / 4) {
+                restore_evicted(s, partition, &e.case_id, offset)?;
+            }
             if let Some(p) = s.processors.get_mut(&partition) {
-                if let Ok(e) = crate::core::event::parse_event(payload, i64::MAX / 4) {
-                    let client = s.flush.writer().client();
-                    s.rt.block_on(snapshots::restore_case(
-                        client,
-                        &p.origin,
-                        &mut p.engine,
-                        &e.case_id,
-                        offset,
-                    ))?;
-                }
                 handled = p.handle(offset, payload, self.wall.now, Some(key));
             }
         }
@@ -566,6 +559,45 @@ impl ConsumerLoop {
         }
         self.metrics.ready.store(false, Ordering::Relaxed);
         self.consumer.unsubscribe();
+    }
+}
+
+/// Restores an evicted case from its stored events before its late event is applied. A read
+/// that a retry can fix (ClickHouse restarting, a shard away) is retried with backoff until it
+/// succeeds or the service stops; a stop, or an error no retry fixes, ends the service, and
+/// the next start re-reads the event from the checkpoint.
+fn restore_evicted(
+    s: &mut Shared,
+    partition: i32,
+    case_id: &str,
+    offset: u64,
+) -> anyhow::Result<()> {
+    let mut backoff = Duration::from_millis(200);
+    let mut cut_reads = 0;
+    loop {
+        let Some(p) = s.processors.get_mut(&partition) else {
+            return Ok(());
+        };
+        let client = s.flush.writer().client();
+        let restored = s.rt.block_on(snapshots::restore_case(
+            client,
+            &p.origin,
+            &mut p.engine,
+            case_id,
+            offset,
+        ));
+        match restored {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if crate::sinks::clickhouse::writer::read_is_transient(&e, &mut cut_reads)
+                    && !s.stop.load(Ordering::Relaxed) =>
+            {
+                tracing::warn!(partition, case_id, error = %e, "cannot restore an evicted case from clickhouse; retrying");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => return Err(anyhow::anyhow!("restoring evicted case {case_id}: {e}")),
+        }
     }
 }
 

@@ -174,6 +174,7 @@ impl Takeover {
         // Reading the stored events may take long: allow it ten write attempts' time.
         let limit = Duration::from_secs(self.cfg.clickhouse.timeout_secs.max(1) * 10);
         let mut backoff = Duration::from_millis(200);
+        let mut cut_reads = 0;
         loop {
             let engine = Engine::with_capacity(
                 self.cfg.rules().map_err(|e| format!("{e:#}"))?,
@@ -188,7 +189,12 @@ impl Takeover {
             .unwrap_or(Err(::clickhouse::error::Error::TimedOut));
             match rebuilt {
                 Ok(p) => return Ok(Some(p)),
-                Err(err) if !crate::sinks::clickhouse::writer::is_transient(&err) => {
+                Err(err)
+                    if !crate::sinks::clickhouse::writer::read_is_transient(
+                        &err,
+                        &mut cut_reads,
+                    ) =>
+                {
                     return Err(format!(
                         "cannot rebuild partition {} from ClickHouse ({err}): run `casewatch migrate`, or check clickhouse.url and clickhouse.database",
                         origin.partition

@@ -48,6 +48,34 @@ pub(crate) fn is_transient(e: &::clickhouse::error::Error) -> bool {
     }
 }
 
+/// Whether a failed read is worth retrying; `cut_in_a_row` counts the reads before this one
+/// that failed to decode. ClickHouse 18.16 reports an error that happens after a response
+/// started — a shard's server going away in the middle of a read through a distributed table —
+/// inside the body, in a form the client does not recognise, so the rows fail to decode. Such
+/// a read is retried up to [`CUT_READS`] times in a row; after that, an undecodable answer is
+/// taken for what it usually is, a row type that does not match the table.
+pub(crate) fn read_is_transient(e: &::clickhouse::error::Error, cut_in_a_row: &mut u32) -> bool {
+    use ::clickhouse::error::Error;
+    let undecodable = matches!(
+        e,
+        Error::NotEnoughData
+            | Error::InvalidUtf8Encoding(_)
+            | Error::InvalidTagEncoding(_)
+            | Error::Custom(_)
+            | Error::DataFormat(_)
+            | Error::Decompression(_)
+    );
+    if !undecodable {
+        *cut_in_a_row = 0;
+        return is_transient(e);
+    }
+    *cut_in_a_row += 1;
+    *cut_in_a_row <= CUT_READS
+}
+
+/// Undecodable reads in a row retried before they count as a schema mismatch.
+pub(crate) const CUT_READS: u32 = 5;
+
 /// The `Code: N` of a ClickHouse error text.
 fn error_code(text: &str) -> Option<u32> {
     let rest = &text[text.find("Code: ")? + 6..];
@@ -267,5 +295,30 @@ mod tests {
             "Code: 241, memory limit".into()
         )));
         assert!(is_transient(&::clickhouse::error::Error::TimedOut));
+        // A read cut in the middle is retried a few times in a row, then taken for a
+        // schema mismatch; any other answer in between starts the count again.
+        let mut cut = 0;
+        for _ in 0..CUT_READS {
+            assert!(read_is_transient(
+                &::clickhouse::error::Error::NotEnoughData,
+                &mut cut
+            ));
+        }
+        assert!(!read_is_transient(
+            &::clickhouse::error::Error::NotEnoughData,
+            &mut cut
+        ));
+        assert!(read_is_transient(
+            &::clickhouse::error::Error::TimedOut,
+            &mut cut
+        ));
+        assert!(read_is_transient(
+            &::clickhouse::error::Error::NotEnoughData,
+            &mut cut
+        ));
+        assert!(!read_is_transient(
+            &::clickhouse::error::Error::BadResponse("Code: 60, e.displayText()".into()),
+            &mut cut
+        ));
     }
 }
