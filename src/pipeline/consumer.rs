@@ -593,7 +593,11 @@ fn restore_evicted(
                     && !s.stop.load(Ordering::Relaxed) =>
             {
                 tracing::warn!(partition, case_id, error = %e, "cannot restore an evicted case from clickhouse; retrying");
-                std::thread::sleep(backoff);
+                // In small steps, so that a stop is seen at once.
+                let until = StdInstant::now() + backoff;
+                while StdInstant::now() < until && !s.stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
                 backoff = (backoff * 2).min(Duration::from_secs(10));
             }
             Err(e) => return Err(anyhow::anyhow!("restoring evicted case {case_id}: {e}")),
