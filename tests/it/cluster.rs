@@ -255,8 +255,8 @@ async fn two_consumers_into_a_two_shard_cluster_equal_the_single_node_replay() {
 }
 
 /// The same file replayed into the single-node server: every documented query and the
-/// month's bulletin, read through the cluster's second server (distributed tables), answer
-/// exactly what they answer there.
+/// month's bulletin, read through the cluster's second server (distributed tables), and the
+/// console's pages answer exactly what they answer there.
 async fn same_queries_and_bulletin_as_a_single_node(
     c: &ClusterDb,
     file: &std::path::Path,
@@ -336,9 +336,12 @@ async fn same_queries_and_bulletin_as_a_single_node(
     );
     assert!(on_single.len() >= 3, "{on_single:?}");
     assert!(on_cluster == on_single, "the bulletins differ");
+    same_console_pages_as_a_single_node(c, &single).await;
+}
 
-    // The console, as a supervisor in Chromium: the board of a centre and a case page with
-    // cards show the same tables over the cluster as over the single node.
+/// The console, as a supervisor in Chromium: the board of a centre and a case page with
+/// cards show the same tables over the cluster as over the single node.
+async fn same_console_pages_as_a_single_node(c: &ClusterDb, single: &TestDb) {
     let case = crate::support::http_query(
         &single.url,
         &single.name,
@@ -352,7 +355,7 @@ async fn same_queries_and_bulletin_as_a_single_node(
     let driver = crate::console::driver();
     let b = crate::console::browser(&driver).await;
     let mut seen = Vec::new();
-    for (db, extra) in [(&c.db, c.cluster.as_str()), (&single, "")] {
+    for (db, extra) in [(&c.db, c.cluster.as_str()), (single, "")] {
         let dir = tempfile::tempdir().unwrap();
         let (_serving, base) =
             crate::console::serve(db, dir.path(), &[("CASEWATCH__CLICKHOUSE__CLUSTER", extra)]);
