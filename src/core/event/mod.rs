@@ -4,13 +4,16 @@
 //! Pure: the wall clock needed by `future_timestamp` is an argument. Nothing here panics on any
 //! input; `parse_event` is fuzzed by a property test.
 
-use std::borrow::Cow;
 use std::fmt;
-
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::calendar::{DayUnit, Instant};
 use super::rules::AnomalyKind;
+
+mod reader;
+#[cfg(test)]
+mod reference;
+
+use reader::{field, Document, Field, Json};
 
 /// Largest accepted message or line, in bytes (newline excluded).
 pub(crate) const MAX_EVENT_BYTES: usize = 65_536;
@@ -424,30 +427,27 @@ pub(crate) fn event_text(bytes: &[u8]) -> Result<&str, Reason> {
 
 /// [`parse_event`] for a message that passed [`event_text`].
 pub(crate) fn parse_event_text(text: &str, now: Instant) -> Result<CaseEvent, Reason> {
-    let root: Json<'_> = serde_json::from_str(text).map_err(|_| Reason::MalformedJson)?;
-    let Json::Object(fields) = root else {
-        return Err(Reason::MalformedJson);
-    };
-    let obj = Obj(&fields);
+    let mut doc = Document::default();
+    reader::read(text, &mut doc).map_err(|_| Reason::MalformedJson)?;
 
-    match obj.get("version") {
+    match doc.get(field!(version)) {
         None => return Err(Reason::MissingField("version")),
         Some(Json::Int(1)) => {}
         Some(Json::Int(_)) => return Err(Reason::UnsupportedVersion),
         Some(_) => return Err(Reason::InvalidField("version")),
     }
-    let type_name = match obj.get("type") {
+    let type_name = match doc.get(field!(type)) {
         None => return Err(Reason::MissingField("type")),
         Some(Json::Str(s)) if EVENT_TYPES.contains(&s.as_ref()) => s.as_ref(),
         Some(_) => return Err(Reason::UnknownType),
     };
 
-    let event_id = obj.req_str("event_id", 1, 128)?;
-    let case_id = obj.req_str("case_id", 1, 64)?;
-    let occurred_at = obj.req_time("occurred_at")?;
-    let recorded_at = obj.opt_time("recorded_at")?.unwrap_or(occurred_at);
-    let source = obj.req_enum(
-        "source",
+    let event_id = doc.req_str(field!(event_id), 1, 128)?;
+    let case_id = doc.req_str(field!(case_id), 1, 64)?;
+    let occurred_at = doc.req_time(field!(occurred_at))?;
+    let recorded_at = doc.opt_time(field!(recorded_at))?.unwrap_or(occurred_at);
+    let source = doc.req_enum(
+        field!(source),
         &[
             ("hall", Source::Hall),
             ("department", Source::Department),
@@ -459,15 +459,15 @@ pub(crate) fn parse_event_text(text: &str, now: Instant) -> Result<CaseEvent, Re
     if type_name == "supervision" && source != Source::Supervision {
         return Err(Reason::InvalidField("source"));
     }
-    let center_id = obj.req_str("center_id", 1, 32)?;
+    let center_id = doc.req_str(field!(center_id), 1, 32)?;
     let window_id = if type_name == "accepted" {
-        Some(obj.req_str("window_id", 1, 32)?)
+        Some(doc.req_str(field!(window_id), 1, 32)?)
     } else {
-        obj.opt_str("window_id", 1, 32)?
+        doc.opt_str(field!(window_id), 1, 32)?
     };
-    let department = obj.opt_str("department", 0, usize::MAX)?;
+    let department = doc.opt_str(field!(department), 0, usize::MAX)?;
 
-    let body = parse_body(type_name, &obj)?;
+    let body = parse_body(type_name, &doc)?;
 
     if occurred_at > now.saturating_add(FUTURE_TOLERANCE_SECS) {
         return Err(Reason::FutureTimestamp);
@@ -499,17 +499,21 @@ const PAUSE_REASONS: [(&str, PauseReason); 3] = [
     ("suspension", PauseReason::Suspension),
 ];
 
-fn parse_body(type_name: &str, obj: &Obj<'_, '_>) -> Result<EventBody, Reason> {
+fn parse_body(type_name: &str, doc: &Document<'_>) -> Result<EventBody, Reason> {
     Ok(match type_name {
         "submitted" => EventBody::Submitted {
-            item_code: obj.req_str("item_code", 1, 64)?,
-            channel: obj.opt_enum("channel", &CHANNELS)?.unwrap_or_default(),
-            applicant: parse_applicant(obj)?,
+            item_code: doc.req_str(field!(item_code), 1, 64)?,
+            channel: doc
+                .opt_enum(field!(channel), &CHANNELS)?
+                .unwrap_or_default(),
+            applicant: parse_applicant(doc)?,
         },
         "accepted" => {
-            let item = parse_item(obj)?;
-            let applicant = parse_applicant(obj)?;
-            let channel = obj.opt_enum("channel", &CHANNELS)?.unwrap_or_default();
+            let item = parse_item(doc)?;
+            let applicant = parse_applicant(doc)?;
+            let channel = doc
+                .opt_enum(field!(channel), &CHANNELS)?
+                .unwrap_or_default();
             EventBody::Accepted {
                 item,
                 channel,
@@ -517,12 +521,12 @@ fn parse_body(type_name: &str, obj: &Obj<'_, '_>) -> Result<EventBody, Reason> {
             }
         }
         "not_accepted" => EventBody::NotAccepted {
-            reason: obj.opt_str("reason", 0, usize::MAX)?,
+            reason: doc.opt_str(field!(reason), 0, usize::MAX)?,
         },
         "step" => EventBody::Step {
-            step: obj.req_str("step", 0, usize::MAX)?,
-            result: obj.opt_enum(
-                "result",
+            step: doc.req_str(field!(step), 0, usize::MAX)?,
+            result: doc.opt_enum(
+                field!(result),
                 &[
                     ("agree", StepResult::Agree),
                     ("disagree", StepResult::Disagree),
@@ -531,22 +535,22 @@ fn parse_body(type_name: &str, obj: &Obj<'_, '_>) -> Result<EventBody, Reason> {
             )?,
         },
         "paused" => EventBody::Paused {
-            reason: obj.req_enum("reason", &PAUSE_REASONS)?,
-            approved_days: obj.opt_int("approved_days", 0, i64::MAX)?,
+            reason: doc.req_enum(field!(reason), &PAUSE_REASONS)?,
+            approved_days: doc.opt_int(field!(approved_days), 0, i64::MAX)?,
         },
         "resumed" => EventBody::Resumed {
-            reason: obj.req_enum("reason", &PAUSE_REASONS)?,
+            reason: doc.req_enum(field!(reason), &PAUSE_REASONS)?,
         },
         "extended" => EventBody::Extended {
-            extra_days: obj.req_int("extra_days", 1, 3650)?,
+            extra_days: doc.req_int(field!(extra_days), 1, 3650)?,
         },
         "fee_charged" => EventBody::FeeCharged {
-            amount_cents: obj.req_int("amount_cents", 0, i64::MAX)?,
-            standard_cents: obj.opt_int("standard_cents", 0, i64::MAX)?,
+            amount_cents: doc.req_int(field!(amount_cents), 0, i64::MAX)?,
+            standard_cents: doc.opt_int(field!(standard_cents), 0, i64::MAX)?,
         },
         "completed" => EventBody::Completed {
-            outcome: obj.req_enum(
-                "outcome",
+            outcome: doc.req_enum(
+                field!(outcome),
                 &[
                     ("approved", Outcome::Approved),
                     ("denied", Outcome::Denied),
@@ -556,49 +560,49 @@ fn parse_body(type_name: &str, obj: &Obj<'_, '_>) -> Result<EventBody, Reason> {
                     ("done", Outcome::Done),
                 ],
             )?,
-            on_site: obj.opt_bool("on_site")?.unwrap_or(false),
+            on_site: doc.opt_bool(field!(on_site))?.unwrap_or(false),
         },
         "withdrawn" => EventBody::Withdrawn {
-            reason: obj.opt_str("reason", 0, usize::MAX)?,
+            reason: doc.opt_str(field!(reason), 0, usize::MAX)?,
         },
         "evaluated" => EventBody::Evaluated {
-            rating: obj.req_int("rating", 1, 5)? as u8,
-            channel: obj.opt_str("channel", 0, usize::MAX)?,
-            is_default: obj.opt_bool("is_default")?.unwrap_or(false),
+            rating: doc.req_int(field!(rating), 1, 5)? as u8,
+            channel: doc.opt_str(field!(channel), 0, usize::MAX)?,
+            is_default: doc.opt_bool(field!(is_default))?.unwrap_or(false),
         },
-        "supervision" => EventBody::Supervision(Box::new(parse_supervision(obj)?)),
+        "supervision" => EventBody::Supervision(Box::new(parse_supervision(doc)?)),
         _ => return Err(Reason::UnknownType),
     })
 }
 
-fn parse_supervision(obj: &Obj<'_, '_>) -> Result<SupervisionAction, Reason> {
-    let action = match obj.get("action") {
+fn parse_supervision(doc: &Document<'_>) -> Result<SupervisionAction, Reason> {
+    let action = match doc.get(field!(action)) {
         None => return Err(Reason::MissingField("action")),
         Some(Json::Str(s)) => Action::parse(s).ok_or(Reason::InvalidField("action"))?,
         Some(_) => return Err(Reason::InvalidField("action")),
     };
-    let kind = match obj.get("kind") {
+    let kind = match doc.get(field!(kind)) {
         None => return Err(Reason::MissingField("kind")),
         Some(Json::Str(s)) => AnomalyKind::parse(s).ok_or(Reason::InvalidField("kind"))?,
         Some(_) => return Err(Reason::InvalidField("kind")),
     };
-    let actor = match obj.get("actor") {
+    match doc.get(field!(actor)) {
         None => return Err(Reason::MissingField("actor")),
-        Some(Json::Object(fields)) => Obj(fields),
+        Some(Json::Object) => {}
         Some(_) => return Err(Reason::InvalidField("actor")),
-    };
-    let actor_id = actor.req_str_at("id", "actor.id", 1, 64)?;
-    let actor_role = match actor.get("role") {
+    }
+    let actor_id = doc.req_str(field!(actor.id), 1, 64)?;
+    let actor_role = match doc.get(field!(actor.role)) {
         None => return Err(Reason::MissingField("actor.role")),
         Some(Json::Str(s)) => ActorRole::parse(s).ok_or(Reason::InvalidField("actor.role"))?,
         Some(_) => return Err(Reason::InvalidField("actor.role")),
     };
-    let note = obj.opt_str("note", 0, MAX_NOTE_CHARS)?;
+    let note = doc.opt_str(field!(note), 0, MAX_NOTE_CHARS)?;
     let response_days = match action {
         Action::Order | Action::Reopen => {
-            Some(obj.req_int("response_days", 1, MAX_RESPONSE_DAYS)?)
+            Some(doc.req_int(field!(response_days), 1, MAX_RESPONSE_DAYS)?)
         }
-        _ => obj.opt_int("response_days", 1, MAX_RESPONSE_DAYS)?,
+        _ => doc.opt_int(field!(response_days), 1, MAX_RESPONSE_DAYS)?,
     };
     Ok(SupervisionAction {
         action,
@@ -610,34 +614,30 @@ fn parse_supervision(obj: &Obj<'_, '_>) -> Result<SupervisionAction, Reason> {
     })
 }
 
-fn parse_item(obj: &Obj<'_, '_>) -> Result<Item, Reason> {
-    let item = match obj.get("item") {
+fn parse_item(doc: &Document<'_>) -> Result<Item, Reason> {
+    match doc.get(field!(item)) {
         None => return Err(Reason::MissingField("item")),
-        Some(Json::Object(fields)) => Obj(fields),
+        Some(Json::Object) => {}
         Some(_) => return Err(Reason::InvalidField("item")),
-    };
-    let code = item.req_str_at("code", "item.code", 1, 64)?;
-    let name = item.opt_str_at("name", "item.name", 0, usize::MAX)?;
-    let kind = item.req_enum_at(
-        "kind",
-        "item.kind",
+    }
+    let code = doc.req_str(field!(item.code), 1, 64)?;
+    let name = doc.opt_str(field!(item.name), 0, usize::MAX)?;
+    let kind = doc.req_enum(
+        field!(item.kind),
         &[
             ("instant", ItemKind::Instant),
             ("promised", ItemKind::Promised),
         ],
     )?;
     let promised_days = match kind {
-        ItemKind::Promised => {
-            Some(item.req_int_at("promised_days", "item.promised_days", 1, 3650)?)
-        }
-        ItemKind::Instant => item.opt_int_at("promised_days", "item.promised_days", 1, 3650)?,
+        ItemKind::Promised => Some(doc.req_int(field!(item.promised_days), 1, 3650)?),
+        ItemKind::Instant => doc.opt_int(field!(item.promised_days), 1, 3650)?,
     };
     let legal_floor = promised_days.unwrap_or(1);
-    let legal_days = item.opt_int_at("legal_days", "item.legal_days", legal_floor, i64::MAX)?;
-    let day_unit = item
-        .opt_enum_at(
-            "day_unit",
-            "item.day_unit",
+    let legal_days = doc.opt_int(field!(item.legal_days), legal_floor, i64::MAX)?;
+    let day_unit = doc
+        .opt_enum(
+            field!(item.day_unit),
             &[
                 ("working", DayUnit::Working),
                 ("calendar", DayUnit::Calendar),
@@ -654,296 +654,100 @@ fn parse_item(obj: &Obj<'_, '_>) -> Result<Item, Reason> {
     })
 }
 
-fn parse_applicant(obj: &Obj<'_, '_>) -> Result<Option<Applicant>, Reason> {
-    let applicant = match obj.get("applicant") {
+fn parse_applicant(doc: &Document<'_>) -> Result<Option<Applicant>, Reason> {
+    match doc.get(field!(applicant)) {
         None => return Ok(None),
-        Some(Json::Object(fields)) => Obj(fields),
+        Some(Json::Object) => {}
         Some(_) => return Err(Reason::InvalidField("applicant")),
-    };
-    let kind = applicant.opt_enum_at(
-        "kind",
-        "applicant.kind",
+    }
+    let kind = doc.opt_enum(
+        field!(applicant.kind),
         &[
             ("person", ApplicantKind::Person),
             ("organization", ApplicantKind::Organization),
         ],
     )?;
-    let id_hash = applicant.opt_str_at("id_hash", "applicant.id_hash", 0, usize::MAX)?;
+    let id_hash = doc.opt_str(field!(applicant.id_hash), 0, usize::MAX)?;
     Ok(Some(Applicant { kind, id_hash }))
 }
 
-/// A JSON value as far as validation needs it: strings borrowed where possible, integers
-/// distinguished from other numbers, duplicate object keys refused while parsing.
-#[derive(Debug)]
-enum Json<'a> {
-    Null,
-    Bool(bool),
-    /// A number written without fraction or exponent that fits `i64`.
-    Int(i64),
-    /// Any other number.
-    Number,
-    Str(Cow<'a, str>),
-    Array,
-    Object(Vec<(Cow<'a, str>, Json<'a>)>),
-}
-
-impl<'de> Deserialize<'de> for Json<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(JsonVisitor)
-    }
-}
-
-struct JsonVisitor;
-
-impl<'de> Visitor<'de> for JsonVisitor {
-    type Value = Json<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(Json::Null)
-    }
-    fn visit_none<E>(self) -> Result<Self::Value, E> {
-        Ok(Json::Null)
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
-        Ok(Json::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(Json::Int(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(i64::try_from(v).map_or(Json::Number, Json::Int))
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(Json::Number)
-    }
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Json::Str(Cow::Borrowed(v)))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Json::Str(Cow::Owned(v.to_owned())))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-        Ok(Json::Str(Cow::Owned(v)))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        // Elements are parsed (to catch duplicate keys inside them) but not kept.
-        while seq.next_element::<Json<'de>>()?.is_some() {}
-        Ok(Json::Array)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut fields: Vec<(Cow<'de, str>, Json<'de>)> = Vec::with_capacity(16);
-        let mut keys = KeySet::default();
-        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            if !keys.insert(&key, fields.iter().map(|(k, _)| k)) {
-                return Err(de::Error::custom("duplicate key"));
-            }
-            let value = map.next_value::<Json<'de>>()?;
-            fields.push((key, value));
-        }
-        Ok(Json::Object(fields))
-    }
-}
-
-/// Duplicate-key detection in linear time: a scan of the few keys an object usually has,
-/// a hash set once it has more.
-#[derive(Default)]
-struct KeySet {
-    large: Option<hashbrown::HashSet<String>>,
-}
-
-impl KeySet {
-    /// Scanned below this many keys.
-    const SCAN: usize = 16;
-
-    /// Records `key` after `before` (the object's keys so far); false if it is a duplicate.
-    fn insert<'k>(
-        &mut self,
-        key: &str,
-        before: impl ExactSizeIterator<Item = &'k Cow<'k, str>>,
-    ) -> bool {
-        if let Some(set) = &mut self.large {
-            return set.insert(key.to_string());
-        }
-        if before.len() < Self::SCAN {
-            let mut before = before;
-            return !before.any(|k| k == key);
-        }
-        let mut set: hashbrown::HashSet<String> = before.map(|k| k.to_string()).collect();
-        let fresh = set.insert(key.to_string());
-        self.large = Some(set);
-        fresh
-    }
-}
-
-/// An object key, borrowed from the input when it has no escapes (serde's own `Cow<str>`
-/// always allocates).
-struct Key<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_str(KeyVisitor)
-    }
-}
-
-struct KeyVisitor;
-
-impl<'de> Visitor<'de> for KeyVisitor {
-    type Value = Key<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an object key")
-    }
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Key(Cow::Borrowed(v)))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Key(Cow::Owned(v.to_owned())))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-        Ok(Key(Cow::Owned(v)))
-    }
-}
-
-/// A nested object (`item`, `applicant`): its few fields are scanned.
-struct Obj<'v, 'a>(&'v [(Cow<'a, str>, Json<'a>)]);
-
-impl<'a> Fields<'a> for Obj<'_, 'a> {
-    fn field(&self, key: &str) -> Option<&Json<'a>> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
-    }
-}
-
-/// Field access on a parsed object, producing the SPEC's reason codes.
-trait Fields<'a> {
-    /// The field's value as written (JSON `null` included).
-    fn field(&self, key: &str) -> Option<&Json<'a>>;
-
+/// Field access on a read event, producing the SPEC's reason codes (the path of a
+/// [`Field`] is what a reason names).
+impl<'a> Document<'a> {
     /// The field's value; JSON `null` counts as absent.
-    fn get(&self, key: &str) -> Option<&Json<'a>> {
-        self.field(key).filter(|v| !matches!(v, Json::Null))
+    fn get(&self, field: Field) -> Option<&Json<'a>> {
+        self.field(field).filter(|v| !matches!(v, Json::Null))
     }
 
-    fn opt_str_at(
-        &self,
-        key: &str,
-        path: &'static str,
-        min: usize,
-        max: usize,
-    ) -> Result<Option<Text>, Reason> {
-        match self.get(key) {
+    fn opt_str(&self, field: Field, min: usize, max: usize) -> Result<Option<Text>, Reason> {
+        match self.get(field) {
             None => Ok(None),
             Some(Json::Str(s)) => {
                 // A char is 1 to 4 bytes, so the byte length often settles the bounds.
                 let settled = s.len() <= max && s.len().div_ceil(4) >= min;
                 let n = if settled { min } else { s.chars().count() };
                 if n < min || n > max {
-                    Err(Reason::InvalidField(path))
+                    Err(Reason::InvalidField(field.path))
                 } else {
                     Ok(Some(Text::from(s.as_ref())))
                 }
             }
-            Some(_) => Err(Reason::InvalidField(path)),
+            Some(_) => Err(Reason::InvalidField(field.path)),
         }
     }
-    fn req_str_at(
-        &self,
-        key: &str,
-        path: &'static str,
-        min: usize,
-        max: usize,
-    ) -> Result<Text, Reason> {
-        self.opt_str_at(key, path, min, max)?
-            .ok_or(Reason::MissingField(path))
-    }
-    fn opt_str(&self, key: &'static str, min: usize, max: usize) -> Result<Option<Text>, Reason> {
-        self.opt_str_at(key, key, min, max)
-    }
-    fn req_str(&self, key: &'static str, min: usize, max: usize) -> Result<Text, Reason> {
-        self.req_str_at(key, key, min, max)
+    fn req_str(&self, field: Field, min: usize, max: usize) -> Result<Text, Reason> {
+        self.opt_str(field, min, max)?
+            .ok_or(Reason::MissingField(field.path))
     }
 
-    fn opt_int_at(
-        &self,
-        key: &str,
-        path: &'static str,
-        min: i64,
-        max: i64,
-    ) -> Result<Option<i64>, Reason> {
-        match self.get(key) {
+    fn opt_int(&self, field: Field, min: i64, max: i64) -> Result<Option<i64>, Reason> {
+        match self.get(field) {
             None => Ok(None),
             Some(Json::Int(v)) if (min..=max).contains(v) => Ok(Some(*v)),
-            Some(_) => Err(Reason::InvalidField(path)),
+            Some(_) => Err(Reason::InvalidField(field.path)),
         }
     }
-    fn req_int_at(&self, key: &str, path: &'static str, min: i64, max: i64) -> Result<i64, Reason> {
-        self.opt_int_at(key, path, min, max)?
-            .ok_or(Reason::MissingField(path))
-    }
-    fn opt_int(&self, key: &'static str, min: i64, max: i64) -> Result<Option<i64>, Reason> {
-        self.opt_int_at(key, key, min, max)
-    }
-    fn req_int(&self, key: &'static str, min: i64, max: i64) -> Result<i64, Reason> {
-        self.req_int_at(key, key, min, max)
+    fn req_int(&self, field: Field, min: i64, max: i64) -> Result<i64, Reason> {
+        self.opt_int(field, min, max)?
+            .ok_or(Reason::MissingField(field.path))
     }
 
-    fn opt_bool(&self, key: &'static str) -> Result<Option<bool>, Reason> {
-        match self.get(key) {
+    fn opt_bool(&self, field: Field) -> Result<Option<bool>, Reason> {
+        match self.get(field) {
             None => Ok(None),
             Some(Json::Bool(b)) => Ok(Some(*b)),
-            Some(_) => Err(Reason::InvalidField(key)),
+            Some(_) => Err(Reason::InvalidField(field.path)),
         }
     }
 
-    fn opt_enum_at<T: Copy>(
-        &self,
-        key: &str,
-        path: &'static str,
-        values: &[(&str, T)],
-    ) -> Result<Option<T>, Reason> {
-        match self.get(key) {
+    fn opt_enum<T: Copy>(&self, field: Field, values: &[(&str, T)]) -> Result<Option<T>, Reason> {
+        match self.get(field) {
             None => Ok(None),
             Some(Json::Str(s)) => values
                 .iter()
                 .find(|(name, _)| *name == s.as_ref())
                 .map(|(_, v)| Some(*v))
-                .ok_or(Reason::InvalidField(path)),
-            Some(_) => Err(Reason::InvalidField(path)),
+                .ok_or(Reason::InvalidField(field.path)),
+            Some(_) => Err(Reason::InvalidField(field.path)),
         }
     }
-    fn req_enum_at<T: Copy>(
-        &self,
-        key: &str,
-        path: &'static str,
-        values: &[(&str, T)],
-    ) -> Result<T, Reason> {
-        self.opt_enum_at(key, path, values)?
-            .ok_or(Reason::MissingField(path))
-    }
-    fn opt_enum<T: Copy>(
-        &self,
-        key: &'static str,
-        values: &[(&str, T)],
-    ) -> Result<Option<T>, Reason> {
-        self.opt_enum_at(key, key, values)
-    }
-    fn req_enum<T: Copy>(&self, key: &'static str, values: &[(&str, T)]) -> Result<T, Reason> {
-        self.req_enum_at(key, key, values)
+    fn req_enum<T: Copy>(&self, field: Field, values: &[(&str, T)]) -> Result<T, Reason> {
+        self.opt_enum(field, values)?
+            .ok_or(Reason::MissingField(field.path))
     }
 
-    fn opt_time(&self, key: &'static str) -> Result<Option<Instant>, Reason> {
-        match self.get(key) {
+    fn opt_time(&self, field: Field) -> Result<Option<Instant>, Reason> {
+        match self.get(field) {
             None => Ok(None),
             Some(Json::Str(s)) => parse_timestamp(s)
                 .map(Some)
-                .ok_or(Reason::InvalidField(key)),
-            Some(_) => Err(Reason::InvalidField(key)),
+                .ok_or(Reason::InvalidField(field.path)),
+            Some(_) => Err(Reason::InvalidField(field.path)),
         }
     }
-    fn req_time(&self, key: &'static str) -> Result<Instant, Reason> {
-        self.opt_time(key)?.ok_or(Reason::MissingField(key))
+    fn req_time(&self, field: Field) -> Result<Instant, Reason> {
+        self.opt_time(field)?
+            .ok_or(Reason::MissingField(field.path))
     }
 }
 
