@@ -314,6 +314,10 @@ pub(crate) struct ClickhouseConfig {
     pub(crate) password: Secret,
     pub(crate) timeout_secs: u64,
     pub(crate) compression: Compression,
+    /// Log casewatch's queries in the server's `system.query_log` (`log_queries`), with their
+    /// CPU: how `scripts/bench-e2e` attributes ClickHouse's work to tables.
+    #[serde(default)]
+    pub(crate) log_queries: bool,
 }
 
 /// How inserted rows travel to ClickHouse.

@@ -20,7 +20,10 @@ pub(crate) use writer::{ClickhouseWriter, SinkError};
 /// 18.16 reads it through a path where `FINAL` loses the key and version columns a query does
 /// not select ("Cannot find column version in source stream").
 pub(crate) fn client(cfg: &crate::config::ClickhouseConfig) -> ::clickhouse::Client {
-    let c = admin_client(cfg).with_database(&cfg.database);
+    let mut c = admin_client(cfg).with_database(&cfg.database);
+    if cfg.log_queries {
+        c = c.with_setting("log_queries", "1");
+    }
     cluster::set_cluster(&cfg.cluster);
     if cfg.cluster.is_empty() {
         c
