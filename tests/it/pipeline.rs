@@ -346,3 +346,52 @@ async fn an_interrupted_replay_resumes_to_the_same_tables() {
         &tables_as_csv(&db).await,
     );
 }
+
+/// `clickhouse.log_queries`: every insert lands in the server's query log with its CPU, which
+/// is how `scripts/bench-e2e` says what each table costs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_queries_puts_every_insert_with_its_cpu_in_the_query_log() {
+    use crate::support::http_query;
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.ndjson");
+    std::fs::write(&file, simulated_lines(13, 1, 0.1).join("\n") + "\n").unwrap();
+    run_ok(casewatch(&db).arg("migrate"));
+    let since = http_query(&db.url, &db.name, "SELECT toUInt32(now())");
+    run_ok(
+        casewatch(&db)
+            .args(["replay", "--sink", "clickhouse", "--as-of", AS_OF])
+            .env("CASEWATCH__CLICKHOUSE__LOG_QUERIES", "true")
+            .env("CASEWATCH__PIPELINE__BATCH_EVENTS", "500")
+            .arg(&file),
+    );
+    db.admin()
+        .query("SYSTEM FLUSH LOGS")
+        .execute()
+        .await
+        .unwrap();
+    let stored = http_query(&db.url, &db.name, "SELECT count() FROM events");
+    // Only this test turns the setting on, so every logged insert into `events` is this
+    // replay's (the other tests' queries are not logged).
+    let logged = http_query(
+        &db.url,
+        &db.name,
+        &format!(
+            "SELECT count(), sum(written_rows), \
+                    min(ProfileEvents.Values[indexOf(ProfileEvents.Names, 'UserTimeMicroseconds')] \
+                      + ProfileEvents.Values[indexOf(ProfileEvents.Names, 'SystemTimeMicroseconds')]) > 0 \
+             FROM system.query_log \
+             WHERE type = 2 AND event_time >= toDateTime({}) AND query LIKE 'INSERT INTO `events`%'",
+            since.trim()
+        ),
+    );
+    let fields: Vec<&str> = logged.trim().split('\t').collect();
+    let inserts: u64 = fields[0].parse().unwrap();
+    assert!(inserts >= 2, "several batches, each an insert: {logged}");
+    assert_eq!(
+        fields[1],
+        stored.trim(),
+        "every stored event row was logged once"
+    );
+    assert_eq!(fields[2], "1", "each insert carries its CPU time");
+}
