@@ -20,7 +20,7 @@ use crate::core::calendar::{Instant, WorkCalendar};
 use crate::core::case::{
     stable_hash, Anomalies, Applied, At, CaseState, DeadlineMemo, EventSyms, Facts, SeenAttrs, Sym,
 };
-use crate::core::event::{CaseEvent, EventBody};
+use crate::core::event::{CaseEvent, EventBody, SupervisionAction};
 use crate::core::interner::Interner;
 use crate::core::rules::{AnomalyKind, Level, Rules};
 
@@ -282,10 +282,34 @@ impl Engine {
         c
     }
 
+    /// The centre whose calendar a case's times are counted on.
+    fn case_center(&self, i: u32) -> Sym {
+        let s = &self.slots[i as usize].state;
+        s.acceptance.map_or(s.seen.center, |a| a.center)
+    }
+
+    /// A centre's calendar moved out of the cache for one step of `apply`, so the hot path
+    /// costs no reference counting; [`Engine::put_calendar`] puts it back. (Taken twice, or
+    /// read with [`Engine::calendar`] meanwhile, it is looked up again: same result.)
+    fn take_calendar(&mut self, center: Sym) -> Arc<WorkCalendar> {
+        let i = center as usize;
+        match self.calendar_of.get_mut(i).and_then(Option::take) {
+            Some(c) => c,
+            None => self.calendars.get(self.syms.resolve(center)).clone(),
+        }
+    }
+
+    fn put_calendar(&mut self, center: Sym, cal: Arc<WorkCalendar>) {
+        let i = center as usize;
+        if self.calendar_of.len() <= i {
+            self.calendar_of.resize(i + 1, None);
+        }
+        self.calendar_of[i] = Some(cal);
+    }
+
     /// The calendar of a case's centre.
     fn case_calendar(&mut self, i: u32) -> Arc<WorkCalendar> {
-        let s = &self.slots[i as usize].state;
-        self.calendar(s.acceptance.map_or(s.seen.center, |a| a.center))
+        self.calendar(self.case_center(i))
     }
 
     /// A case's facts at `t` under `cal` (its calendar).
@@ -368,17 +392,7 @@ impl Engine {
             return ApplyOutcome::Evicted;
         }
         if let EventBody::Supervision(action) = &event.body {
-            let fits = existing.is_some_and(|i| {
-                let facts = self.facts_at(i, event.occurred_at);
-                let state = &self.slots[i as usize].state;
-                let card = facts
-                    .anomalies
-                    .holds(action.kind)
-                    .then(|| self.rules.level(action.kind));
-                let supervision = &state.rare().supervision;
-                crate::core::supervision::fits(supervision, action, card)
-            });
-            if !fits {
+            if !existing.is_some_and(|i| self.action_fits(i, action, event.occurred_at)) {
                 return ApplyOutcome::InvalidAction;
             }
         }
@@ -398,11 +412,12 @@ impl Engine {
             Some(i) => i,
             None => self.insert_case(&event.case_id, CaseState::default(), 0),
         };
-        let old_cal = existing.map(|i| self.case_calendar(i));
-        let old = match (existing, &old_cal) {
-            (Some(i), Some(cal)) => Some(self.view_with(i, cal, self.now)),
-            _ => None,
-        };
+        let before = existing.map(|i| {
+            let center = self.case_center(i);
+            let cal = self.take_calendar(center);
+            let view = self.view_with(i, &cal, self.now);
+            (center, cal, view)
+        });
         let was_open = self.slots[i as usize].state.end.is_none();
         let applied = self.slots[i as usize].state.apply(event, event_hash, syms);
         if was_open && self.slots[i as usize].state.end.is_some() {
@@ -413,10 +428,43 @@ impl Engine {
         slot.events += 1;
         self.stats.applied += 1;
         self.mark_dirty(i);
-        let new_cal = self.case_calendar(i);
-        let new = self.view_with(i, &new_cal, self.now);
-        self.record(i, old.as_ref().zip(old_cal.as_deref()), &new, &new_cal);
+        self.record_change(i, before);
         ApplyOutcome::Applied
+    }
+
+    /// Whether a supervision action fits case `i`'s card and loop at the action's own instant.
+    fn action_fits(&mut self, i: u32, action: &SupervisionAction, at: Instant) -> bool {
+        let facts = self.facts_at(i, at);
+        let card = facts
+            .anomalies
+            .holds(action.kind)
+            .then(|| self.rules.level(action.kind));
+        let supervision = &self.slots[i as usize].state.rare().supervision;
+        crate::core::supervision::fits(supervision, action, card)
+    }
+
+    /// Records case `i`'s change from its view `before` (with its centre and that centre's
+    /// calendar, taken out of the cache) to its view now, and puts the calendars back.
+    fn record_change(&mut self, i: u32, before: Option<(Sym, Arc<WorkCalendar>, View)>) {
+        let new_center = self.case_center(i);
+        let (old, old_cal, new_cal) = match before {
+            Some((center, cal, view)) if center == new_center => (Some(view), None, cal),
+            Some((center, cal, view)) => (
+                Some(view),
+                Some((center, cal)),
+                self.take_calendar(new_center),
+            ),
+            None => (None, None, self.take_calendar(new_center)),
+        };
+        let new = self.view_with(i, &new_cal, self.now);
+        let old_view = old
+            .as_ref()
+            .map(|v| (v, old_cal.as_ref().map_or(&*new_cal, |(_, cal)| &**cal)));
+        self.record(i, old_view, &new, &new_cal);
+        if let Some((center, cal)) = old_cal {
+            self.put_calendar(center, cal);
+        }
+        self.put_calendar(new_center, new_cal);
     }
 
     /// Applies an event that leaves the case's facts as they are (a third of a usual stream:
