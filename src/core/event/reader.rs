@@ -347,47 +347,62 @@ impl<'a> Reader<'a> {
         doc: &mut Document<'a>,
     ) -> Result<(), Malformed> {
         let mut unknown = SeenKeys::default();
-        if self.peek_past_whitespace() == Some(b'}') {
+        self.members(b'}', |r| {
+            let key = r.key()?;
+            let Some(i) = layout.slot(&key) else {
+                return match unknown.insert(key) {
+                    true => r.value(depth).map(drop),
+                    false => Err(Malformed),
+                };
+            };
+            if doc.slots(layout)[i].is_some() {
+                return Err(Malformed);
+            }
+            let value = match layout.nested(i) {
+                Some(inner) if r.peek_past_whitespace() == Some(b'{') => {
+                    r.at += 1;
+                    r.object_into(deeper(depth)?, inner, doc)?;
+                    Json::Object
+                }
+                _ => r.value(depth)?,
+            };
+            doc.slots_mut(layout)[i] = Some(value);
+            Ok(())
+        })
+    }
+
+    /// The members of a container whose opening bracket was consumed, each read by `member`,
+    /// separated by commas, up to `close`.
+    fn members(
+        &mut self,
+        close: u8,
+        mut member: impl FnMut(&mut Self) -> Result<(), Malformed>,
+    ) -> Result<(), Malformed> {
+        if self.peek_past_whitespace() == Some(close) {
             self.at += 1;
             return Ok(());
         }
         loop {
-            if self.peek_past_whitespace() != Some(b'"') {
-                return Err(Malformed);
-            }
-            let key = self.string()?;
-            self.expect(b':')?;
-            match layout.slot(&key) {
-                Some(i) => {
-                    if doc.slots(layout)[i].is_some() {
-                        return Err(Malformed);
-                    }
-                    let value = match layout.nested(i) {
-                        Some(inner) if self.peek_past_whitespace() == Some(b'{') => {
-                            self.at += 1;
-                            self.object_into(deeper(depth)?, inner, doc)?;
-                            Json::Object
-                        }
-                        _ => self.value(depth)?,
-                    };
-                    doc.slots_mut(layout)[i] = Some(value);
-                }
-                None => {
-                    if !unknown.insert(key) {
-                        return Err(Malformed);
-                    }
-                    self.value(depth)?;
-                }
-            }
+            member(self)?;
             match self.peek_past_whitespace() {
                 Some(b',') => self.at += 1,
-                Some(b'}') => {
+                Some(c) if c == close => {
                     self.at += 1;
                     return Ok(());
                 }
                 _ => return Err(Malformed),
             }
         }
+    }
+
+    /// An object member's key and its colon.
+    fn key(&mut self) -> Result<Cow<'a, str>, Malformed> {
+        if self.peek_past_whitespace() != Some(b'"') {
+            return Err(Malformed);
+        }
+        let key = self.string()?;
+        self.expect(b':')?;
+        Ok(key)
     }
 
     /// Any value, inside a container at `depth`.
@@ -424,48 +439,18 @@ impl<'a> Reader<'a> {
     /// An object that is checked (grammar, duplicate keys) and dropped; `{` was consumed.
     fn skip_object(&mut self, depth: u32) -> Result<(), Malformed> {
         let mut keys = SeenKeys::default();
-        if self.peek_past_whitespace() == Some(b'}') {
-            self.at += 1;
-            return Ok(());
-        }
-        loop {
-            if self.peek_past_whitespace() != Some(b'"') {
-                return Err(Malformed);
+        self.members(b'}', |r| {
+            let key = r.key()?;
+            match keys.insert(key) {
+                true => r.value(depth).map(drop),
+                false => Err(Malformed),
             }
-            let key = self.string()?;
-            if !keys.insert(key) {
-                return Err(Malformed);
-            }
-            self.expect(b':')?;
-            self.value(depth)?;
-            match self.peek_past_whitespace() {
-                Some(b',') => self.at += 1,
-                Some(b'}') => {
-                    self.at += 1;
-                    return Ok(());
-                }
-                _ => return Err(Malformed),
-            }
-        }
+        })
     }
 
     /// An array whose `[` was consumed: its elements are checked and dropped.
     fn skip_array(&mut self, depth: u32) -> Result<(), Malformed> {
-        if self.peek_past_whitespace() == Some(b']') {
-            self.at += 1;
-            return Ok(());
-        }
-        loop {
-            self.value(depth)?;
-            match self.peek_past_whitespace() {
-                Some(b',') => self.at += 1,
-                Some(b']') => {
-                    self.at += 1;
-                    return Ok(());
-                }
-                _ => return Err(Malformed),
-            }
-        }
+        self.members(b']', |r| r.value(depth).map(drop))
     }
 
     /// A string at its opening quote: borrowed when it has no escape.
