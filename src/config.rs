@@ -318,6 +318,9 @@ pub(crate) struct ClickhouseConfig {
     /// CPU: how `scripts/bench-e2e` attributes ClickHouse's work to tables.
     #[serde(default)]
     pub(crate) log_queries: bool,
+    /// A table's rows of one flush are written by two concurrent inserts from this many rows
+    /// on (0: never split).
+    pub(crate) parallel_insert_rows: usize,
 }
 
 /// How inserted rows travel to ClickHouse.
@@ -340,6 +343,9 @@ pub(crate) struct PipelineConfig {
     /// A partition more than this many messages behind its log end is catching up: its engine
     /// time follows its events, not the wall clock (SPEC §2, "Catching up").
     pub(crate) catch_up_lag: i64,
+    /// While every partition with events to write is catching up, a batch may grow to this
+    /// many times `batch_events`, `batch_bytes` and `batch_millis` (1: never larger).
+    pub(crate) catch_up_batch_scale: usize,
     /// A partition's engine state is snapshotted to ClickHouse (after a flush, before the
     /// checkpoint that refers to it) at most every this many events handed in ...
     pub(crate) snapshot_every_events: u64,

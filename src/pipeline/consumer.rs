@@ -24,11 +24,15 @@ use super::kafka::{consumer_config, DeadLetters};
 use super::rebalance::{lock, Context, Shared};
 use super::{calendar_report, snapshots, Handled, PartitionProcessor};
 use crate::alerts::deliver::Dispatcher;
-use crate::config::{ClockMode, Config};
+use crate::config::{ClockMode, Config, PipelineConfig};
 use crate::core::calendar::WorkCalendar;
 use crate::core::engine::Engine;
 use crate::metrics::Metrics;
 use crate::sinks::clickhouse::ClickhouseWriter;
+
+/// At most this many messages are handled between two rounds of the loop's periodic checks
+/// (a few milliseconds of work: ticks, flushes and commits stay on time).
+const BURST: usize = 1024;
 
 /// How `run` ends.
 #[derive(Debug, Clone, Copy, Default)]
@@ -147,7 +151,8 @@ impl ConsumerLoop {
         let errors = metrics.clone();
         let writer = ClickhouseWriter::new(crate::sinks::clickhouse::client(&cfg.clickhouse))
             .with_error_hook(Arc::new(move |_e: &str| errors.clickhouse_errors.inc()))
-            .with_attempt_timeout(Duration::from_secs(cfg.clickhouse.timeout_secs.max(1)));
+            .with_attempt_timeout(Duration::from_secs(cfg.clickhouse.timeout_secs.max(1)))
+            .with_parallel_rows(cfg.clickhouse.parallel_insert_rows);
         let dispatcher = if cfg.alerts.routes.is_empty() {
             None
         } else {
@@ -216,18 +221,7 @@ impl ConsumerLoop {
             if stop.load(Ordering::Relaxed) {
                 break;
             }
-            let polled = self.consumer.poll(Duration::from_millis(50));
-            let now = StdInstant::now();
-            self.wall.refresh(now);
-            match polled {
-                Some(Ok(msg)) => self.on_message(&msg, now)?,
-                Some(Err(e)) => {
-                    self.metrics.broker_errors.inc();
-                    self.metrics.broker_up.set(0);
-                    tracing::warn!(error = %e, "kafka error; retrying");
-                }
-                None => {}
-            }
+            let now = self.poll_burst()?;
             if self.timers.tick.due(now) {
                 self.on_tick(now);
             }
@@ -240,6 +234,41 @@ impl ConsumerLoop {
         }
         self.drain();
         Ok(())
+    }
+
+    /// One poll, and while messages are waiting up to [`BURST`] more without waiting, each
+    /// handed to `on_message`; then every partition's catch-up state is decided. The loop's
+    /// periodic checks run once per burst, not per message. Returns when the burst ended.
+    fn poll_burst(&mut self) -> anyhow::Result<StdInstant> {
+        let mut polled = self.consumer.poll(Duration::from_millis(50));
+        // The clocks are read once per burst: a burst takes a few milliseconds.
+        let now = StdInstant::now();
+        self.wall.refresh(now);
+        let mut handled = 0;
+        loop {
+            match polled {
+                Some(Ok(msg)) => self.on_message(&msg, now)?,
+                Some(Err(e)) => {
+                    self.metrics.broker_errors.inc();
+                    self.metrics.broker_up.set(0);
+                    tracing::warn!(error = %e, "kafka error; retrying");
+                    break;
+                }
+                None => break,
+            }
+            handled += 1;
+            if handled >= BURST {
+                break;
+            }
+            polled = self.consumer.poll(Duration::ZERO);
+        }
+        if handled > 0 {
+            let mut guard = lock(&self.shared);
+            for (&partition, p) in guard.processors.iter_mut() {
+                catch_up_state(&self.watermarks, &self.cfg, partition, p, &self.metrics);
+            }
+        }
+        Ok(now)
     }
 
     /// One message: handed to its partition's processor; a dead letter also goes to its topic.
@@ -260,7 +289,6 @@ impl ConsumerLoop {
         self.metrics.consumed.inc();
         let key = msg.key().unwrap_or_default();
         let mut handled = p.handle(offset, payload, self.wall.now, Some(key));
-        catch_up_state(&self.watermarks, &self.cfg, partition, p, &self.metrics);
         if handled == Handled::Evicted {
             // The case's events are read back from ClickHouse: let the write land first.
             s.finish_flush()?;
@@ -479,21 +507,23 @@ impl ConsumerLoop {
     fn flush_if_due(&mut self, now: StdInstant) -> anyhow::Result<usize> {
         let mut s = lock(&self.shared);
         s.finish_flush_if_done()?;
-        let pending: usize = s.processors.values().map(|p| p.pending_events()).sum();
-        let bytes: usize = s.processors.values().map(|p| p.pending_bytes()).sum();
-        let pipeline = &self.cfg.pipeline;
-        let since = now.duration_since(self.timers.flush.last);
-        let due = pending >= pipeline.batch_events
-            || bytes >= pipeline.batch_bytes
-            || (since >= self.timers.flush.every
-                && (pending > 0 || self.pending_dead_letters.get() > 0))
-            || since >= self.timers.flush.every * 4;
+        let pending = Pending {
+            events: s.processors.values().map(|p| p.pending_events()).sum(),
+            bytes: s.processors.values().map(|p| p.pending_bytes()).sum(),
+            dead_letters: self.pending_dead_letters.get(),
+            since: now.duration_since(self.timers.flush.last),
+            backlog: s
+                .processors
+                .values()
+                .all(|p| p.catching_up || p.pending_events() == 0),
+        };
+        let due = flush_due(&pending, &self.cfg.pipeline);
         if due {
             s.start_flush(None)?;
             self.pending_dead_letters.set(0);
             self.timers.flush.last = StdInstant::now();
         }
-        Ok(pending)
+        Ok(pending.events)
     }
 
     /// Commits the offsets whose rows are in ClickHouse.
@@ -605,6 +635,38 @@ fn restore_evicted(
     }
 }
 
+/// What waits to be flushed.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    /// Events and dead letters handed in since the last flush.
+    events: usize,
+    /// Their payloads' bytes.
+    bytes: usize,
+    /// Dead letters among them.
+    dead_letters: usize,
+    /// Time since the last flush.
+    since: Duration,
+    /// Every partition with something to write is catching up.
+    backlog: bool,
+}
+
+/// Whether a flush is due: the batch is full (`pipeline.batch_events`, `batch_bytes`) or old
+/// enough (`batch_millis`), and with nothing pending, a checkpoint every four periods. A
+/// backlog delivers no cards (SPEC §5), so its batches may grow `catch_up_batch_scale` times:
+/// fewer, larger inserts cost ClickHouse less per event.
+fn flush_due(p: &Pending, pipeline: &PipelineConfig) -> bool {
+    let scale = if p.backlog {
+        pipeline.catch_up_batch_scale.max(1)
+    } else {
+        1
+    };
+    let period = Duration::from_millis(pipeline.batch_millis);
+    p.events >= pipeline.batch_events * scale
+        || p.bytes >= pipeline.batch_bytes * scale
+        || (p.since >= period * scale as u32 && (p.events > 0 || p.dead_letters > 0))
+        || p.since >= period * 4
+}
+
 /// Decides from the last known high watermark (no broker request) whether a partition is
 /// catching up (SPEC §2); logs a change and reports the state.
 fn catch_up_state(
@@ -641,4 +703,83 @@ fn catch_up_state(
         }
     }
     metrics.set_catching_up(partition, Some(catching_up));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipeline() -> PipelineConfig {
+        let cfg = Config::load(None, &HashMap::new()).expect("the embedded defaults load");
+        assert_eq!(
+            (
+                cfg.pipeline.batch_events,
+                cfg.pipeline.batch_millis,
+                cfg.pipeline.catch_up_batch_scale
+            ),
+            (50_000, 500, 4),
+            "the defaults this test is written for"
+        );
+        cfg.pipeline
+    }
+
+    fn pending(events: usize, since_ms: u64, backlog: bool) -> Pending {
+        Pending {
+            events,
+            bytes: events * 300,
+            dead_letters: 0,
+            since: Duration::from_millis(since_ms),
+            backlog,
+        }
+    }
+
+    #[test]
+    fn a_live_batch_is_flushed_when_full_or_half_a_second_old() {
+        let p = pipeline();
+        assert!(flush_due(&pending(50_000, 10, false), &p));
+        assert!(!flush_due(&pending(49_999, 10, false), &p));
+        assert!(flush_due(&pending(1, 500, false), &p));
+        assert!(!flush_due(&pending(1, 499, false), &p));
+        assert!(
+            !flush_due(&pending(0, 1_999, false), &p),
+            "nothing to write"
+        );
+        assert!(
+            flush_due(&pending(0, 2_000, false), &p),
+            "a checkpoint now and then"
+        );
+        let dead_letters_only = Pending {
+            dead_letters: 3,
+            ..pending(0, 500, false)
+        };
+        assert!(flush_due(&dead_letters_only, &p));
+        let bytes = Pending {
+            bytes: p.batch_bytes,
+            ..pending(10, 10, false)
+        };
+        assert!(flush_due(&bytes, &p));
+    }
+
+    #[test]
+    fn a_backlog_batch_grows_four_times() {
+        let p = pipeline();
+        assert!(!flush_due(&pending(50_000, 10, true), &p));
+        assert!(!flush_due(&pending(199_999, 10, true), &p));
+        assert!(flush_due(&pending(200_000, 10, true), &p));
+        assert!(!flush_due(&pending(1, 1_999, true), &p));
+        assert!(flush_due(&pending(1, 2_000, true), &p));
+        let bytes = Pending {
+            bytes: p.batch_bytes,
+            ..pending(10, 10, true)
+        };
+        assert!(!flush_due(&bytes, &p));
+        let once = PipelineConfig {
+            catch_up_batch_scale: 1,
+            ..p
+        };
+        assert!(
+            flush_due(&pending(50_000, 10, true), &once),
+            "scale 1: as live"
+        );
+    }
 }

@@ -58,7 +58,9 @@ pub(crate) fn replay_file(
                 cfg.clickhouse.url
             )
         })?;
-    let mut flush = FlushPipeline::new(ClickhouseWriter::new(client), rt.handle().clone());
+    let writer =
+        ClickhouseWriter::new(client).with_parallel_rows(cfg.clickhouse.parallel_insert_rows);
+    let mut flush = FlushPipeline::new(writer, rt.handle().clone());
     let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
     let now = chrono::Utc::now().timestamp();
     let mut done = FileReplay {

@@ -348,22 +348,35 @@ async fn an_interrupted_replay_resumes_to_the_same_tables() {
 }
 
 /// `clickhouse.log_queries`: every insert lands in the server's query log with its CPU, which
-/// is how `scripts/bench-e2e` says what each table costs.
+/// is how `scripts/bench-e2e` says what each table costs. And `clickhouse.parallel_insert_rows`:
+/// a table's rows of a flush split into two concurrent inserts still store every row once,
+/// exactly as the CSV replay says.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn log_queries_puts_every_insert_with_its_cpu_in_the_query_log() {
+async fn split_inserts_store_every_row_once_and_log_their_cpu() {
     use crate::support::http_query;
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("events.ndjson");
-    std::fs::write(&file, simulated_lines(13, 1, 0.1).join("\n") + "\n").unwrap();
+    std::fs::write(&file, simulated_lines(13, 3, 0.3).join("\n") + "\n").unwrap();
     run_ok(casewatch(&db).arg("migrate"));
     let since = http_query(&db.url, &db.name, "SELECT toUInt32(now())");
     run_ok(
         casewatch(&db)
             .args(["replay", "--sink", "clickhouse", "--as-of", AS_OF])
             .env("CASEWATCH__CLICKHOUSE__LOG_QUERIES", "true")
+            .env("CASEWATCH__CLICKHOUSE__PARALLEL_INSERT_ROWS", "100")
             .env("CASEWATCH__PIPELINE__BATCH_EVENTS", "500")
             .arg(&file),
+    );
+    run_ok(
+        casewatch(&db)
+            .args(["replay", "--as-of", AS_OF, "--out"])
+            .arg(dir.path().join("out"))
+            .arg(&file),
+    );
+    assert_same(
+        &replay_csv(&dir.path().join("out")),
+        &tables_as_csv(&db).await,
     );
     db.admin()
         .query("SYSTEM FLUSH LOGS")
@@ -379,7 +392,8 @@ async fn log_queries_puts_every_insert_with_its_cpu_in_the_query_log() {
         &format!(
             "SELECT count(), sum(written_rows), \
                     min(ProfileEvents.Values[indexOf(ProfileEvents.Names, 'UserTimeMicroseconds')] \
-                      + ProfileEvents.Values[indexOf(ProfileEvents.Names, 'SystemTimeMicroseconds')]) > 0 \
+                      + ProfileEvents.Values[indexOf(ProfileEvents.Names, 'SystemTimeMicroseconds')]) > 0, \
+                    max(written_rows) \
              FROM system.query_log \
              WHERE type = 2 AND event_time >= toDateTime({}) AND query LIKE 'INSERT INTO `events`%'",
             since.trim()
@@ -394,4 +408,9 @@ async fn log_queries_puts_every_insert_with_its_cpu_in_the_query_log() {
         "every stored event row was logged once"
     );
     assert_eq!(fields[2], "1", "each insert carries its CPU time");
+    let largest: u64 = fields[3].parse().unwrap();
+    assert!(
+        largest <= 250,
+        "batches of 500 events went in two inserts each: {logged}"
+    );
 }

@@ -527,10 +527,11 @@ macro_rules! batch {
         }
 
         impl Batch {
-            /// Appends another batch's rows (checkpoints included).
+            /// Appends another batch's rows (checkpoints included); a table's rows are moved,
+            /// not copied, when this batch has none of it yet.
             pub(crate) fn merge(&mut self, b: Batch) {
-                $(self.$field.extend(b.$field);)*
-                self.$last.extend(b.$last);
+                $(append(&mut self.$field, b.$field);)*
+                append(&mut self.$last, b.$last);
             }
 
             /// Rows in the batch.
@@ -557,6 +558,15 @@ macro_rules! batch {
 }
 
 crate::batch_tables!(batch);
+
+/// `rows` appended to `to`: moved when `to` is empty.
+fn append<T>(to: &mut Vec<T>, rows: Vec<T>) {
+    if to.is_empty() {
+        *to = rows;
+    } else {
+        to.extend(rows);
+    }
+}
 
 impl Batch {
     /// Adds the engine's drained changes for one origin.
