@@ -321,6 +321,8 @@ pub(crate) struct ClickhouseConfig {
     /// A table's rows of one flush are written by two concurrent inserts from this many rows
     /// on (0: never split).
     pub(crate) parallel_insert_rows: usize,
+    /// At most this many inserts of one flush run at once (0: no limit).
+    pub(crate) concurrent_inserts: usize,
 }
 
 /// How inserted rows travel to ClickHouse.

@@ -152,7 +152,8 @@ impl ConsumerLoop {
         let writer = ClickhouseWriter::new(crate::sinks::clickhouse::client(&cfg.clickhouse))
             .with_error_hook(Arc::new(move |_e: &str| errors.clickhouse_errors.inc()))
             .with_attempt_timeout(Duration::from_secs(cfg.clickhouse.timeout_secs.max(1)))
-            .with_parallel_rows(cfg.clickhouse.parallel_insert_rows);
+            .with_parallel_rows(cfg.clickhouse.parallel_insert_rows)
+            .with_concurrent_inserts(cfg.clickhouse.concurrent_inserts);
         let dispatcher = if cfg.alerts.routes.is_empty() {
             None
         } else {

@@ -58,8 +58,9 @@ pub(crate) fn replay_file(
                 cfg.clickhouse.url
             )
         })?;
-    let writer =
-        ClickhouseWriter::new(client).with_parallel_rows(cfg.clickhouse.parallel_insert_rows);
+    let writer = ClickhouseWriter::new(client)
+        .with_parallel_rows(cfg.clickhouse.parallel_insert_rows)
+        .with_concurrent_inserts(cfg.clickhouse.concurrent_inserts);
     let mut flush = FlushPipeline::new(writer, rt.handle().clone());
     let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
     let now = chrono::Utc::now().timestamp();

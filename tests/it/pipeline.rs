@@ -349,8 +349,8 @@ async fn an_interrupted_replay_resumes_to_the_same_tables() {
 
 /// `clickhouse.log_queries`: every insert lands in the server's query log with its CPU, which
 /// is how `scripts/bench-e2e` says what each table costs. And `clickhouse.parallel_insert_rows`:
-/// a table's rows of a flush split into two concurrent inserts still store every row once,
-/// exactly as the CSV replay says.
+/// a table's rows of a flush split into two inserts (here, with `concurrent_inserts` 1, one
+/// after the other) still store every row once, exactly as the CSV replay says.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_inserts_store_every_row_once_and_log_their_cpu() {
     use crate::support::http_query;
@@ -365,6 +365,8 @@ async fn split_inserts_store_every_row_once_and_log_their_cpu() {
             .args(["replay", "--sink", "clickhouse", "--as-of", AS_OF])
             .env("CASEWATCH__CLICKHOUSE__LOG_QUERIES", "true")
             .env("CASEWATCH__CLICKHOUSE__PARALLEL_INSERT_ROWS", "100")
+            // One insert at a time: the two halves wait for each other's permit.
+            .env("CASEWATCH__CLICKHOUSE__CONCURRENT_INSERTS", "1")
             .env("CASEWATCH__PIPELINE__BATCH_EVENTS", "500")
             .arg(&file),
     );

@@ -2,6 +2,7 @@
 //! transient failures with exponential backoff until they succeed and failing fast on
 //! permanent ones (the server's error code decides, as in vector's ClickHouse retry logic).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ::clickhouse::{Client, Row};
@@ -140,6 +141,8 @@ pub(crate) struct ClickhouseWriter {
     attempt_timeout: Duration,
     /// From this many rows on, a table's rows go in two concurrent inserts (0: never).
     parallel_rows: usize,
+    /// At most this many of its inserts run at once (None: no limit).
+    inserts: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl ClickhouseWriter {
@@ -153,7 +156,17 @@ impl ClickhouseWriter {
             on_error: None,
             attempt_timeout: Duration::from_secs(30),
             parallel_rows: 0,
+            inserts: None,
         }
+    }
+
+    /// At most `n` of this writer's inserts run at once (0: no limit). On a host that
+    /// ClickHouse shares with the consumer, every concurrent insert is another busy server
+    /// thread: a batch's dozen inserts at once leave the consumer thread a small share of the
+    /// cores while they run.
+    pub(crate) fn with_concurrent_inserts(mut self, n: usize) -> Self {
+        self.inserts = (n > 0).then(|| Arc::new(tokio::sync::Semaphore::new(n)));
+        self
     }
 
     /// A table's rows are written by two concurrent inserts when there are at least `rows` of
@@ -241,10 +254,15 @@ impl ClickhouseWriter {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
+            let permit = match &self.inserts {
+                Some(s) => Some(s.acquire().await.expect("the semaphore is never closed")),
+                None => None,
+            };
             let attempt_result =
                 tokio::time::timeout(self.attempt_timeout, self.try_insert(table, rows))
                     .await
                     .unwrap_or(Err(::clickhouse::error::Error::TimedOut));
+            drop(permit);
             match attempt_result {
                 Ok(()) => return Ok(()),
                 Err(e) if !is_transient(&e) => {
