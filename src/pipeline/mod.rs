@@ -26,7 +26,7 @@ use crate::core::event::{event_text, parse_event_text, Reason};
 use crate::core::rules::AnomalyKind;
 use crate::sinks::clickhouse::rows::{
     datetime, AlertRecord, AnomalyRecord, Batch, CheckpointRecord, DeadLetterRecord, EventRecord,
-    Origin, SnapshotRecord,
+    Origin, PayloadArena, SnapshotRecord,
 };
 use snapshots::{SnapshotPolicy, SnapshotRef};
 
@@ -106,6 +106,8 @@ pub(crate) struct PartitionProcessor {
     file: Option<String>,
     /// Payload bytes handed in since the last drain.
     pending_bytes: usize,
+    /// Where the pending events' payloads are copied.
+    payloads: PayloadArena,
     /// More than `pipeline.catch_up_lag` messages behind the log end (SPEC §2): engine time
     /// follows the events. A partition starts catching up until its lag is known.
     pub(crate) catching_up: bool,
@@ -131,6 +133,7 @@ impl PartitionProcessor {
             origin,
             engine,
             pending: Batch::default(),
+            payloads: PayloadArena::default(),
             next_offset: checkpoint,
             checkpoint,
             file,
@@ -173,9 +176,12 @@ impl PartitionProcessor {
         };
         match self.engine.apply(&event) {
             ApplyOutcome::Applied => {
-                self.pending
-                    .events
-                    .push(EventRecord::new(&event, text, &self.origin, offset));
+                self.pending.events.push(EventRecord::new(
+                    &event,
+                    self.payloads.copy(text),
+                    &self.origin,
+                    offset,
+                ));
                 Handled::Applied
             }
             ApplyOutcome::Duplicate => Handled::Duplicate,

@@ -47,7 +47,7 @@ pub(crate) struct EventRecord {
     pub(crate) source: Text,
     pub(crate) center_id: Text,
     pub(crate) window_id: Text,
-    pub(crate) payload: String,
+    pub(crate) payload: Payload,
     pub(crate) topic: Text,
     pub(crate) partition: u32,
     pub(crate) offset: u64,
@@ -56,7 +56,7 @@ pub(crate) struct EventRecord {
 
 impl EventRecord {
     /// The row of an applied event at `offset` of `origin`.
-    pub(crate) fn new(e: &CaseEvent, payload: &str, origin: &Origin, offset: u64) -> Self {
+    pub(crate) fn new(e: &CaseEvent, payload: Payload, origin: &Origin, offset: u64) -> Self {
         Self {
             event_id: e.event_id.clone(),
             case_id: e.case_id.clone(),
@@ -66,12 +66,62 @@ impl EventRecord {
             source: Text::const_new(e.source.as_str()),
             center_id: e.center_id.clone(),
             window_id: e.window_id.clone().unwrap_or_default(),
-            payload: payload.to_owned(),
+            payload,
             topic: Text::new(&origin.topic),
             partition: origin.partition,
             offset,
             version: 0,
         }
+    }
+}
+
+/// An event's raw JSON as `events.payload` stores it: a slice of a buffer shared with other
+/// events' payloads ([`PayloadArena`]), so a batch's payloads cost a few allocations rather
+/// than one each (and the runtime's threads, which drop a written batch, free a few blocks
+/// rather than contend with the consumer thread for the allocator's lock on each).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Payload(bytes::Bytes);
+
+impl Payload {
+    /// The JSON text.
+    #[cfg(test)]
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Serialize for Payload {
+    /// As a `String` column's value: its bytes (valid UTF-8: the payload was validated).
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Payload {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Self(bytes::Bytes::from(String::deserialize(d)?)))
+    }
+}
+
+/// Copies payloads one after another into shared blocks of [`Self::BLOCK`] bytes (more for a
+/// larger payload); a block is freed when the last row pointing into it is dropped.
+#[derive(Debug, Default)]
+pub(crate) struct PayloadArena {
+    block: bytes::BytesMut,
+}
+
+impl PayloadArena {
+    /// A block's size: below the allocator's mmap threshold (`allocator.rs`), so freed blocks
+    /// are reused from the heap without page faults.
+    const BLOCK: usize = 1 << 20;
+
+    /// `text`, copied into the current block.
+    pub(crate) fn copy(&mut self, text: &str) -> Payload {
+        if self.block.capacity() - self.block.len() < text.len() {
+            self.block = bytes::BytesMut::with_capacity(Self::BLOCK.max(text.len()));
+        }
+        self.block.extend_from_slice(text.as_bytes());
+        Payload(self.block.split().freeze())
     }
 }
 
@@ -663,3 +713,54 @@ impl crate::sinks::clickhouse::writer::MonthPartitioned for AlertRecord {}
 impl crate::sinks::clickhouse::writer::MonthPartitioned for SupervisionRecord {}
 impl crate::sinks::clickhouse::writer::MonthPartitioned for CheckpointRecord {}
 impl crate::sinks::clickhouse::writer::MonthPartitioned for SnapshotRecord {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_copied_into_shared_blocks_keep_their_text() {
+        let mut arena = PayloadArena::default();
+        // 3.6 MiB in all: the copies cross several blocks, and one payload is a block of its own.
+        let texts: Vec<String> = (0..12_000)
+            .map(|i| {
+                format!(
+                    "{{\"event_id\":\"E{i}\",\"pad\":\"{}\"}}",
+                    "x".repeat(i % 600)
+                )
+            })
+            .chain(std::iter::once("y".repeat(PayloadArena::BLOCK + 1)))
+            .chain((0..10).map(|i| format!("{{\"after\":{i}}}")))
+            .collect();
+        let payloads: Vec<Payload> = texts.iter().map(|t| arena.copy(t)).collect();
+        for (text, payload) in texts.iter().zip(&payloads) {
+            assert_eq!(payload.as_bytes(), text.as_bytes());
+        }
+        // Dropping some rows leaves the others intact (blocks are shared).
+        let kept: Vec<&Payload> = payloads.iter().step_by(7).collect();
+        let kept: Vec<Payload> = kept.into_iter().cloned().collect();
+        drop(payloads);
+        for (text, payload) in texts.iter().step_by(7).zip(&kept) {
+            assert_eq!(payload.as_bytes(), text.as_bytes());
+        }
+    }
+
+    #[test]
+    fn a_payload_serializes_as_its_text_would() {
+        let text = "{\"note\":\"窗口 ✓\"}";
+        let payload = PayloadArena::default().copy(text);
+        // RowBinary writes bytes and strings alike (a length, then the bytes), as `csv` does.
+        assert_eq!(as_csv(&payload), as_csv(&text));
+        let back: Payload = serde_json::from_str(&serde_json::to_string(text).unwrap()).unwrap();
+        assert_eq!(
+            back, payload,
+            "read back as the String column it is stored in"
+        );
+    }
+
+    fn as_csv<T: Serialize>(value: &T) -> String {
+        let mut w = csv::Writer::from_writer(vec![]);
+        w.serialize([value]).unwrap();
+        String::from_utf8(w.into_inner().unwrap()).unwrap()
+    }
+}
