@@ -288,14 +288,17 @@ async fn sigkills_at_random_moments(snapshot_every_events: Option<u64>) -> Strin
                 .arg("run"),
         );
         // Consuming — or with nothing left: an earlier run may have checkpointed everything,
-        // and a restart resumes at the checkpoints.
+        // and a restart resumes at the checkpoints once it has taken its partitions over.
         let deadline = std::time::Instant::now() + Duration::from_secs(90);
         loop {
             if metric(port, "casewatch_events_consumed_total").unwrap_or(0) > 0 {
                 break;
             }
             if checkpointed(&db).await >= lines.len() as u64
-                && metric(port, "casewatch_events_consumed_total").is_some()
+                && strip_ansi(&child.log())
+                    .matches("partition assigned")
+                    .count()
+                    >= 3
             {
                 break;
             }

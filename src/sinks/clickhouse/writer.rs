@@ -216,6 +216,7 @@ impl ClickhouseWriter {
     /// month go in inserts of at most [`MONTHS_PER_INSERT`] months each (ClickHouse refuses an
     /// insert that touches more than `max_partitions_per_insert_block` partitions, 100 by
     /// default: a backfill batch may span more).
+    ///
     /// From `parallel_rows` rows on (see [`Self::with_parallel_rows`]) a table's rows go in
     /// two inserts at once.
     pub(crate) async fn insert_all<T>(&self, table: &str, rows: &[T]) -> Result<(), SinkError>
