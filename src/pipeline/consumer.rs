@@ -116,7 +116,8 @@ fn holidays_stamp(dir: &str) -> Option<(std::time::SystemTime, usize)> {
 /// The periodic work of the loop.
 struct Timers {
     tick: Every,
-    flush: Every,
+    /// When the last flush started (its periods are `flush_due`'s).
+    flushed: StdInstant,
     lag: Every,
     calendar: Every,
     rescan: Every,
@@ -191,7 +192,7 @@ impl ConsumerLoop {
             dispatcher,
             timers: Timers {
                 tick: Every::new(Duration::from_millis(pipeline.tick_millis)),
-                flush: Every::new(Duration::from_millis(pipeline.batch_millis)),
+                flushed: StdInstant::now(),
                 lag: Every::new(Duration::from_secs(2)),
                 calendar: Every::new(Duration::from_secs(10)),
                 rescan: Every::new(Duration::from_secs(cfg.alerts.rescan_secs.max(1))),
@@ -512,7 +513,7 @@ impl ConsumerLoop {
             events: s.processors.values().map(|p| p.pending_events()).sum(),
             bytes: s.processors.values().map(|p| p.pending_bytes()).sum(),
             dead_letters: self.pending_dead_letters.get(),
-            since: now.duration_since(self.timers.flush.last),
+            since: now.duration_since(self.timers.flushed),
             backlog: s
                 .processors
                 .values()
@@ -522,7 +523,7 @@ impl ConsumerLoop {
         if due {
             s.start_flush(None)?;
             self.pending_dead_letters.set(0);
-            self.timers.flush.last = StdInstant::now();
+            self.timers.flushed = StdInstant::now();
         }
         Ok(pending.events)
     }

@@ -57,6 +57,17 @@ pub fn replay_both(db: &TestDb, dir: &Path, lines: &[String], as_of: &str) -> st
     file
 }
 
+/// The tables in ClickHouse equal `replay --out` of `file` (as of [`AS_OF`]) into `dir/out`.
+async fn assert_tables_equal_csv_replay(db: &TestDb, dir: &Path, file: &Path) {
+    run_ok(
+        casewatch(db)
+            .args(["replay", "--as-of", AS_OF, "--out"])
+            .arg(dir.join("out"))
+            .arg(file),
+    );
+    assert_same(&replay_csv(&dir.join("out")), &tables_as_csv(db).await);
+}
+
 pub fn run_ok(c: &mut Command) -> String {
     let out = c.output().unwrap();
     assert!(
@@ -335,16 +346,7 @@ async fn an_interrupted_replay_resumes_to_the_same_tables() {
             .arg(&full),
     );
     assert!(log.contains("resumed at line"), "{log}");
-    run_ok(
-        casewatch(&db)
-            .args(["replay", "--as-of", AS_OF, "--out"])
-            .arg(dir.path().join("out"))
-            .arg(&full),
-    );
-    assert_same(
-        &replay_csv(&dir.path().join("out")),
-        &tables_as_csv(&db).await,
-    );
+    assert_tables_equal_csv_replay(&db, dir.path(), &full).await;
 }
 
 /// `clickhouse.log_queries`: every insert lands in the server's query log with its CPU, which
@@ -370,16 +372,7 @@ async fn split_inserts_store_every_row_once_and_log_their_cpu() {
             .env("CASEWATCH__PIPELINE__BATCH_EVENTS", "500")
             .arg(&file),
     );
-    run_ok(
-        casewatch(&db)
-            .args(["replay", "--as-of", AS_OF, "--out"])
-            .arg(dir.path().join("out"))
-            .arg(&file),
-    );
-    assert_same(
-        &replay_csv(&dir.path().join("out")),
-        &tables_as_csv(&db).await,
-    );
+    assert_tables_equal_csv_replay(&db, dir.path(), &file).await;
     db.admin()
         .query("SYSTEM FLUSH LOGS")
         .execute()
