@@ -468,7 +468,7 @@ impl Pending {
 pub(crate) async fn pending(c: &Console, id: &str, event_id: &str) -> anyhow::Result<Pending> {
     let stored: Option<(String, u32, u64)> = c
         .client
-        .query("SELECT topic, partition, offset FROM events WHERE (topic, partition, offset) IN (SELECT topic, partition, offset FROM case_offsets FINAL WHERE case_id = ?) AND event_id = ? LIMIT 1")
+        .query("SELECT topic, partition, offset FROM events WHERE (topic, partition, offset) IN (SELECT topic, partition, arrayJoin(offsets) FROM case_event_offsets WHERE case_id = ?) AND event_id = ? LIMIT 1")
         .bind(id)
         .bind(event_id)
         .fetch_optional()

@@ -680,7 +680,7 @@ async fn case_page(
 async fn timeline(c: &Console, id: &str) -> anyhow::Result<Vec<TimelineEvent>> {
     let payloads: Vec<String> = c
         .client
-        .query("SELECT payload FROM events FINAL WHERE (topic, partition, offset) IN (SELECT topic, partition, offset FROM case_offsets FINAL WHERE case_id = ?) ORDER BY topic, partition, offset")
+        .query("SELECT payload FROM events FINAL WHERE (topic, partition, offset) IN (SELECT topic, partition, arrayJoin(offsets) FROM case_event_offsets WHERE case_id = ?) ORDER BY topic, partition, offset")
         .bind(id)
         .fetch_all()
         .await?;

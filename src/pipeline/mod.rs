@@ -25,8 +25,8 @@ use crate::core::engine::{ApplyOutcome, Engine};
 use crate::core::event::{event_text, parse_event_text, Reason};
 use crate::core::rules::AnomalyKind;
 use crate::sinks::clickhouse::rows::{
-    datetime, AlertRecord, AnomalyRecord, Batch, CheckpointRecord, DeadLetterRecord, EventRecord,
-    Origin, PayloadArena, SnapshotRecord,
+    datetime, AlertRecord, AnomalyRecord, Batch, CaseIndex, CheckpointRecord, DeadLetterRecord,
+    EventRecord, Origin, PayloadArena, SnapshotRecord,
 };
 use snapshots::{SnapshotPolicy, SnapshotRef};
 
@@ -108,6 +108,8 @@ pub(crate) struct PartitionProcessor {
     pending_bytes: usize,
     /// Where the pending events' payloads are copied.
     payloads: PayloadArena,
+    /// The pending events' rows of the case index, by case.
+    case_index: CaseIndex,
     /// More than `pipeline.catch_up_lag` messages behind the log end (SPEC §2): engine time
     /// follows the events. A partition starts catching up until its lag is known.
     pub(crate) catching_up: bool,
@@ -134,6 +136,7 @@ impl PartitionProcessor {
             engine,
             pending: Batch::default(),
             payloads: PayloadArena::default(),
+            case_index: CaseIndex::default(),
             next_offset: checkpoint,
             checkpoint,
             file,
@@ -176,6 +179,12 @@ impl PartitionProcessor {
         };
         match self.engine.apply(&event) {
             ApplyOutcome::Applied => {
+                self.case_index.add(
+                    (self.engine.last_applied(), self.engine.stats().evicted),
+                    &event.case_id,
+                    &self.origin,
+                    offset,
+                );
                 self.pending.events.push(EventRecord::new(
                     &event,
                     self.payloads.copy(text),
@@ -232,6 +241,7 @@ impl PartitionProcessor {
     /// Everything to write since the last drain, ending with this partition's checkpoint.
     pub(crate) fn drain(&mut self) -> Batch {
         let mut batch = std::mem::take(&mut self.pending);
+        batch.case_offsets = self.case_index.drain();
         self.pending_bytes = 0;
         let changes = self.engine.take_changes();
         let rules = self.engine.rules().clone();

@@ -270,7 +270,7 @@ pub(crate) async fn reapply_stored_events(
 }
 
 /// Brings an evicted case back from its stored events below `below`: their offsets by a lookup
-/// on `case_id` in `case_offsets`, their payloads by `events`' primary key — no partition scan.
+/// on `case_id` in `case_event_offsets`, their payloads by `events`' primary key — no partition scan.
 pub(crate) async fn restore_case(
     client: &Client,
     origin: &Origin,
@@ -279,7 +279,7 @@ pub(crate) async fn restore_case(
     below: u64,
 ) -> Result<(), Error> {
     let payloads: Vec<String> = client
-        .query("SELECT payload FROM events FINAL WHERE topic = ? AND partition = ? AND offset < ? AND offset IN (SELECT offset FROM case_offsets FINAL WHERE case_id = ? AND topic = ? AND partition = ?) ORDER BY offset")
+        .query("SELECT payload FROM events FINAL WHERE topic = ? AND partition = ? AND offset < ? AND offset IN (SELECT arrayJoin(offsets) FROM case_event_offsets WHERE case_id = ? AND topic = ? AND partition = ?) ORDER BY offset")
         .bind(&origin.topic)
         .bind(origin.partition)
         .bind(below)

@@ -66,6 +66,25 @@ async fn assert_tables_equal_csv_replay(db: &TestDb, dir: &Path, file: &Path) {
             .arg(file),
     );
     assert_same(&replay_csv(&dir.join("out")), &tables_as_csv(db).await);
+    assert_case_index_complete(db).await;
+}
+
+/// The case index (`case_event_offsets`) holds every stored event's offset under its case, and
+/// nothing else.
+async fn assert_case_index_complete(db: &TestDb) {
+    let c = db.client();
+    let stored: Vec<(String, u32, u64)> = c
+        .query("SELECT case_id, partition, offset FROM events FINAL ORDER BY case_id, partition, offset")
+        .fetch_all()
+        .await
+        .unwrap();
+    let indexed: Vec<(String, u32, u64)> = c
+        .query("SELECT DISTINCT case_id, partition, arrayJoin(offsets) AS offset FROM case_event_offsets ORDER BY case_id, partition, offset")
+        .fetch_all()
+        .await
+        .unwrap();
+    assert!(!stored.is_empty());
+    assert_eq!(indexed, stored, "the case index and the stored events");
 }
 
 pub fn run_ok(c: &mut Command) -> String {

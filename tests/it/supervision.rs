@@ -300,7 +300,7 @@ fn statements(sql: &str) -> Vec<String> {
 async fn a_database_of_the_previous_schema_migrates_in_place() {
     let db = TestDb::new().await;
     let client = db.client();
-    // The schema as it was before the supervision loop (migrations 1–9), with a row in it.
+    // The schema as it was before the supervision loop (migrations 1–9), with rows in it.
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/clickhouse");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
@@ -308,7 +308,7 @@ async fn a_database_of_the_previous_schema_migrates_in_place() {
         .filter(|p| p.extension().is_some_and(|x| x == "sql"))
         .collect();
     files.sort();
-    assert_eq!(files.len(), 10);
+    assert_eq!(files.len(), 11);
     client
         .query("CREATE TABLE schema_migrations (version UInt32, name String, applied_at DateTime) ENGINE = ReplacingMergeTree ORDER BY version")
         .execute()
@@ -330,8 +330,29 @@ async fn a_database_of_the_previous_schema_migrates_in_place() {
         .execute()
         .await
         .unwrap();
+    // A stored event, indexed by 0009's materialized view; 0011 indexes it again.
+    client
+        .query("INSERT INTO events (event_id, case_id, type, occurred_at, recorded_at, payload, topic, partition, offset, version) VALUES ('e1', 'OLD-1', 'submitted', '2019-12-02 10:00:00', '2019-12-02 10:00:00', '{}', 't', 0, 41, 7)")
+        .execute()
+        .await
+        .unwrap();
 
     run_ok(casewatch(&db).arg("migrate"));
+    let index: Vec<(String, u32, u64, String)> = client
+        .query("SELECT case_id, partition, first_offset, toString(offsets) FROM case_event_offsets")
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(
+        index,
+        vec![("OLD-1".to_string(), 0, 41, "[41]".to_string())]
+    );
+    let old_index: u64 = client
+        .query("SELECT count() FROM system.tables WHERE database = currentDatabase() AND name LIKE 'case_offsets%'")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(old_index, 0, "0009's table and view are dropped");
     let row: (i64, i64, i64, i64) = client
         .query("SELECT received, accepted, orders, appeals_granted FROM window_daily WHERE day = '2019-12-02'")
         .fetch_one()

@@ -84,6 +84,8 @@ pub struct EngineStats {
     pub applied: u64,
     pub duplicates: u64,
     pub timers_fired: u64,
+    /// Cases evicted (their slots free for other cases).
+    pub evicted: u64,
 }
 
 struct Slot {
@@ -118,6 +120,8 @@ pub struct Engine {
     deadline_memo: DeadlineMemo,
     now: Instant,
     stats: EngineStats,
+    /// The case of the event `apply` applied last.
+    last_applied: CaseRef,
     /// Cases held that have not ended (maintained on insert and on a first terminal event).
     open_cases: usize,
     /// Open cases with provisional facts, by the first uncovered year they need.
@@ -155,6 +159,7 @@ impl Engine {
             deadline_memo: DeadlineMemo::default(),
             now: i64::MIN,
             stats: EngineStats::default(),
+            last_applied: CaseRef(0),
             open_cases: 0,
             provisional_open: BTreeMap::new(),
         }
@@ -407,6 +412,7 @@ impl Engine {
         let i = match existing {
             Some(i) if self.slots[i as usize].state.is_fact_neutral(event, syms) => {
                 self.apply_fact_neutral(i, event, event_hash, syms);
+                self.last_applied = CaseRef(i);
                 return ApplyOutcome::Applied;
             }
             Some(i) => i,
@@ -429,7 +435,15 @@ impl Engine {
         self.stats.applied += 1;
         self.mark_dirty(i);
         self.record_change(i, before);
+        self.last_applied = CaseRef(i);
         ApplyOutcome::Applied
+    }
+
+    /// The slot of the case whose event [`Self::apply`] applied last (after `Applied`): a
+    /// caller indexing what it stores per case needs no second lookup by id. Valid until the
+    /// next eviction (`stats().evicted` grows); the slot may then hold another case.
+    pub fn last_applied(&self) -> CaseRef {
+        self.last_applied
     }
 
     /// Whether a supervision action fits case `i`'s card and loop at the action's own instant.
@@ -726,6 +740,7 @@ impl Engine {
             self.free.push(i);
             evicted += 1;
         }
+        self.stats.evicted += evicted as u64;
         evicted
     }
 

@@ -11,9 +11,9 @@
 //!   Tables without it (`alert_deliveries`, append-only) are sharded by a hash of their first
 //!   column.
 //!
-//! Views read the distributed tables; the materialized view feeding `case_offsets` runs on
-//! each shard from `events_local` into `case_offsets_local` (both sharded by `partition`, so its
-//! rows land on the shard of their events). Everything else in casewatch reads and writes the
+//! Views read the distributed tables; a materialized view (0009's, which fed `case_offsets`
+//! until 0011 dropped it) runs on each shard from local table to local table, so its rows land
+//! on the shard of their source rows. Everything else in casewatch reads and writes the
 //! plain names, as on a single server; writes go through the distributed tables with
 //! `insert_distributed_sync = 1`, so an insert returns only once every shard has its rows.
 //!

@@ -4,7 +4,7 @@
 use ::clickhouse::Client;
 
 /// The migrations, embedded: (version, name, SQL).
-pub(crate) const MIGRATIONS: [(u32, &str, &str); 10] = [
+pub(crate) const MIGRATIONS: [(u32, &str, &str); 11] = [
     (
         1,
         "tables",
@@ -54,6 +54,11 @@ pub(crate) const MIGRATIONS: [(u32, &str, &str); 10] = [
         10,
         "supervision",
         include_str!("../../../schemas/clickhouse/0010_supervision.sql"),
+    ),
+    (
+        11,
+        "case_event_offsets",
+        include_str!("../../../schemas/clickhouse/0011_case_event_offsets.sql"),
     ),
 ];
 

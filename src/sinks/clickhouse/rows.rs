@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::aggregate::{counter, Counters, DailyKey};
 use crate::core::calendar::Instant;
-use crate::core::engine::{AnomalyRow, CaseRow, SupervisionRow};
+use crate::core::engine::{AnomalyRow, CaseRef, CaseRow, SupervisionRow};
 use crate::core::interner::Interner;
 // Short string columns (ids, codes, names) are `Text`, inline up to 24 bytes like the event's
 // own strings, so building a row does not allocate per column.
@@ -464,6 +464,126 @@ pub(crate) struct DeadLetterRecord {
     pub(crate) version: u64,
 }
 
+/// `case_event_offsets`: where a case's events are (SPEC §7: an evicted case is restored by a
+/// lookup on `case_id`), one row per case and flush of its partition, built by
+/// [`CaseIndex`] as the events are applied.
+#[derive(Debug, Clone, Row, Serialize)]
+pub(crate) struct CaseOffsetsRecord {
+    pub(crate) case_id: Text,
+    pub(crate) topic: Text,
+    pub(crate) partition: u32,
+    /// The first of `offsets` (the row's key with the case and partition).
+    pub(crate) first_offset: u64,
+    /// The offsets of the case's events in the flush, in log order.
+    pub(crate) offsets: OffsetList,
+    pub(crate) version: u64,
+}
+
+/// A row's offsets: a range of one list shared by all rows of a flush, so a flush's index costs
+/// one allocation, not one per case (the runtime's threads drop written rows; see [`Payload`]).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct OffsetList {
+    all: std::sync::Arc<[u64]>,
+    range: std::ops::Range<usize>,
+}
+
+impl OffsetList {
+    /// The offsets.
+    pub(crate) fn as_slice(&self) -> &[u64] {
+        &self.all[self.range.clone()]
+    }
+}
+
+impl Serialize for OffsetList {
+    /// As an `Array(UInt64)`.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.as_slice())
+    }
+}
+
+/// Builds one partition's `case_event_offsets` rows of a flush: the engine's case slot of each
+/// applied event finds the case's row without a second lookup by id.
+#[derive(Debug, Default)]
+pub(crate) struct CaseIndex {
+    rows: Vec<CaseOffsetsRecord>,
+    /// Per applied event: its row and offset (the rows' lists are laid out at `drain`).
+    entries: Vec<(u32, u64)>,
+    /// By case slot: 1 + the index of the slot's row in the flush, 0 for none.
+    row_of_slot: Vec<u32>,
+    /// The engine's eviction count `row_of_slot` was made at.
+    evictions: u64,
+}
+
+impl CaseIndex {
+    /// Adds the event at `offset` of case `case_id`, in engine slot `case` as of the engine's
+    /// `evictions` count (after an eviction a slot may hold another case: the slots are
+    /// forgotten, and a case seen again in the flush gets a second row).
+    pub(crate) fn add(
+        &mut self,
+        (case, evictions): (CaseRef, u64),
+        case_id: &Text,
+        origin: &Origin,
+        offset: u64,
+    ) {
+        if evictions != self.evictions {
+            self.row_of_slot.fill(0);
+            self.evictions = evictions;
+        }
+        let slot = case.0 as usize;
+        if slot >= self.row_of_slot.len() {
+            self.row_of_slot.resize(slot + 1, 0);
+        }
+        let row = match self.row_of_slot[slot] {
+            0 => {
+                self.rows.push(CaseOffsetsRecord {
+                    case_id: case_id.clone(),
+                    topic: Text::new(&origin.topic),
+                    partition: origin.partition,
+                    first_offset: offset,
+                    offsets: OffsetList::default(),
+                    version: 0,
+                });
+                self.row_of_slot[slot] = self.rows.len() as u32;
+                self.rows.len() - 1
+            }
+            known => known as usize - 1,
+        };
+        debug_assert_eq!(self.rows[row].case_id, *case_id);
+        self.entries.push((row as u32, offset));
+    }
+
+    /// The rows of the events added since the last drain, each with its offsets; the next
+    /// flush starts new rows.
+    pub(crate) fn drain(&mut self) -> Vec<CaseOffsetsRecord> {
+        // Row i's offsets are all[starts[i]..starts[i + 1]], in the order they were added.
+        let mut starts = vec![0usize; self.rows.len() + 1];
+        for &(row, _) in &self.entries {
+            starts[row as usize + 1] += 1;
+        }
+        for i in 1..starts.len() {
+            starts[i] += starts[i - 1];
+        }
+        let mut next = starts.clone();
+        let mut all = vec![0u64; self.entries.len()];
+        for &(row, offset) in &self.entries {
+            let at = &mut next[row as usize];
+            all[*at] = offset;
+            *at += 1;
+        }
+        let all: std::sync::Arc<[u64]> = all.into();
+        let mut rows = std::mem::take(&mut self.rows);
+        for (row, range) in rows.iter_mut().zip(starts.windows(2)) {
+            row.offsets = OffsetList {
+                all: all.clone(),
+                range: range[0]..range[1],
+            };
+        }
+        self.entries.clear();
+        self.row_of_slot.fill(0);
+        rows
+    }
+}
+
 /// `checkpoints`.
 #[derive(Debug, Clone, Row, Serialize, Deserialize, PartialEq, Eq)]
 pub(crate) struct CheckpointRecord {
@@ -554,6 +674,7 @@ macro_rules! batch_tables {
         $then! {
             data: {
                 events: EventRecord => "events",
+                case_offsets: CaseOffsetsRecord => "case_event_offsets",
                 dead_letters: DeadLetterRecord => "dead_letters",
                 cases: CaseRecord => "cases",
                 daily: DailyRecord => "window_daily_parts",
@@ -713,6 +834,7 @@ impl crate::sinks::clickhouse::writer::MonthPartitioned for AlertRecord {}
 impl crate::sinks::clickhouse::writer::MonthPartitioned for SupervisionRecord {}
 impl crate::sinks::clickhouse::writer::MonthPartitioned for CheckpointRecord {}
 impl crate::sinks::clickhouse::writer::MonthPartitioned for SnapshotRecord {}
+impl crate::sinks::clickhouse::writer::MonthPartitioned for CaseOffsetsRecord {}
 
 #[cfg(test)]
 mod tests {
@@ -756,6 +878,55 @@ mod tests {
             back, payload,
             "read back as the String column it is stored in"
         );
+    }
+
+    #[test]
+    fn the_case_index_has_a_row_per_case_with_its_offsets_in_log_order() {
+        let origin = Origin {
+            topic: "t".into(),
+            partition: 1,
+        };
+        let mut index = CaseIndex::default();
+        let mut add = |slot: u32, evictions: u64, case: &str, offset: u64| {
+            index.add(
+                (CaseRef(slot), evictions),
+                &Text::new(case),
+                &origin,
+                offset,
+            )
+        };
+        add(5, 0, "A", 3);
+        add(0, 0, "B", 4);
+        add(5, 0, "A", 7);
+        // Slot 5 evicted and given to case C within the flush: a row of its own, and B's
+        // next event a second row (the slots were forgotten).
+        add(5, 1, "C", 8);
+        add(0, 1, "B", 9);
+        add(5, 1, "C", 10);
+        let rows = index.drain();
+        let got: Vec<(&str, u32, u64, &[u64])> = rows
+            .iter()
+            .map(|r| {
+                let offsets = r.offsets.as_slice();
+                (r.case_id.as_str(), r.partition, r.first_offset, offsets)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("A", 1, 3, &[3, 7][..]),
+                ("B", 1, 4, &[4][..]),
+                ("C", 1, 8, &[8, 10][..]),
+                ("B", 1, 9, &[9][..]),
+            ]
+        );
+        assert_eq!(as_csv(&rows[2].offsets), "8,10\n", "a sequence");
+        // The next flush starts new rows.
+        index.add((CaseRef(5), 1), &Text::new("C"), &origin, 12);
+        let next = index.drain();
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].offsets.as_slice(), &[12]);
+        assert!(index.drain().is_empty());
     }
 
     fn as_csv<T: Serialize>(value: &T) -> String {
