@@ -364,7 +364,7 @@ impl ConsumerLoop {
     }
 
     /// Ended cases leave memory `engine.closed_case_retention_days` after their end (SPEC §7); a
-    /// late event restores one from its stored events (found through `case_offsets`).
+    /// late event restores one from its stored events (found through `case_event_offsets`).
     fn evict_ended_cases(&self) {
         let retention =
             self.cfg.engine.closed_case_retention_days.max(0) * crate::core::calendar::DAY;
@@ -519,7 +519,8 @@ impl ConsumerLoop {
                 .values()
                 .all(|p| p.catching_up || p.pending_events() == 0),
         };
-        let due = flush_due(&pending, &self.cfg.pipeline);
+        let due = flush_due(&pending, &self.cfg.pipeline)
+            && (s.flush.is_idle() || !may_wait_for_landing(&pending, &self.cfg.pipeline));
         if due {
             s.start_flush(None)?;
             self.pending_dead_letters.set(0);
@@ -669,6 +670,18 @@ fn flush_due(p: &Pending, pipeline: &PipelineConfig) -> bool {
         || p.since >= period * 4
 }
 
+/// Whether a due flush may wait for the write in flight to land instead of waiting for it
+/// here: the loop goes on reading meanwhile, up to twice the batch limits, and flushes once it
+/// has landed (the next write starts then either way, and the consumer thread does not idle).
+fn may_wait_for_landing(p: &Pending, pipeline: &PipelineConfig) -> bool {
+    let scale = if p.backlog {
+        pipeline.catch_up_batch_scale.max(1)
+    } else {
+        1
+    };
+    p.events < 2 * pipeline.batch_events * scale && p.bytes < 2 * pipeline.batch_bytes * scale
+}
+
 /// Decides from the last known high watermark (no broker request) whether a partition is
 /// catching up (SPEC §2); logs a change and reports the state.
 fn catch_up_state(
@@ -783,5 +796,19 @@ mod tests {
             flush_due(&pending(50_000, 10, true), &once),
             "scale 1: as live"
         );
+    }
+
+    #[test]
+    fn a_due_batch_waits_for_the_write_in_flight_up_to_twice_its_limits() {
+        let p = pipeline();
+        assert!(may_wait_for_landing(&pending(99_999, 10, false), &p));
+        assert!(!may_wait_for_landing(&pending(100_000, 10, false), &p));
+        assert!(may_wait_for_landing(&pending(399_999, 10, true), &p));
+        assert!(!may_wait_for_landing(&pending(400_000, 10, true), &p));
+        let bytes = Pending {
+            bytes: 2 * p.batch_bytes,
+            ..pending(10, 10, false)
+        };
+        assert!(!may_wait_for_landing(&bytes, &p));
     }
 }

@@ -3,7 +3,9 @@
 //! A drained batch is written by a task on the runtime while the caller reads and applies the
 //! next one, so parsing and the engine overlap with the ClickHouse write. At most one write is
 //! in flight: starting the next first waits for it, so batches land in order and memory is
-//! bounded by two batches (backpressure: the caller does not read while it waits).
+//! bounded by two batches (backpressure: the caller does not read while it waits). `run`'s
+//! loop starts a due flush early only when [`FlushPipeline::is_idle`] or its batch has grown
+//! to twice its limits.
 
 use std::time::{Duration, Instant as StdInstant};
 
