@@ -28,9 +28,10 @@ pub(crate) struct Landed {
     pub(crate) seconds: f64,
 }
 
-/// A write running on the runtime.
+/// A write running on the runtime: it gives back the batch's alerts, and the batch emptied
+/// for the next one.
 struct InFlight {
-    task: JoinHandle<Result<Vec<AlertRecord>, SinkError>>,
+    task: JoinHandle<Result<(Vec<AlertRecord>, Batch), SinkError>>,
     offsets: Vec<(i32, i64)>,
     rows: usize,
     started: StdInstant,
@@ -43,6 +44,8 @@ pub(crate) struct FlushPipeline {
     in_flight: Option<InFlight>,
     /// During shutdown: how long waiting for a write may take.
     deadline: Option<Duration>,
+    /// The last landed batch, emptied: its vectors hold the next one.
+    spare: Option<Batch>,
 }
 
 impl FlushPipeline {
@@ -54,7 +57,14 @@ impl FlushPipeline {
             rt,
             in_flight: None,
             deadline: None,
+            spare: None,
         }
+    }
+
+    /// An empty batch to drain the next one into: the last landed batch's vectors, already
+    /// faulted in, when there is one.
+    pub(crate) fn take_spare(&mut self) -> Batch {
+        self.spare.take().unwrap_or_default()
     }
 
     /// The writer (its client reads ClickHouse too).
@@ -83,14 +93,16 @@ impl FlushPipeline {
         batch.set_version(FLUSH_COUNTER.next());
         let rows = batch.rows();
         let writer = self.writer.clone();
-        // The batch is serialized, sent and dropped on the runtime's threads.
+        // The batch is serialized, sent and its rows dropped on the runtime's threads.
         let task = self.rt.spawn(async move {
             writer.write(&batch).await?;
             if !batch.snapshots.is_empty() {
                 // The checkpoints now refer to the new snapshots.
                 super::snapshots::drop_superseded(writer.client(), &batch.snapshots).await;
             }
-            Ok(std::mem::take(&mut batch.alerts))
+            let alerts = std::mem::take(&mut batch.alerts);
+            batch.recycle();
+            Ok((alerts, batch))
         });
         self.in_flight = Some(InFlight {
             task,
@@ -114,8 +126,9 @@ impl FlushPipeline {
                 .block_on(async { tokio::time::timeout(d, flight.task).await })
                 .map_err(|_| anyhow::anyhow!("drain deadline of {} s passed", d.as_secs()))?,
         };
-        let alerts =
+        let (alerts, spare) =
             joined.map_err(|e| anyhow::anyhow!("the clickhouse write task failed: {e}"))??;
+        self.spare = Some(spare);
         Ok(Some(Landed {
             alerts,
             offsets: flight.offsets,

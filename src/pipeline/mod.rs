@@ -240,13 +240,22 @@ impl PartitionProcessor {
 
     /// Everything to write since the last drain, ending with this partition's checkpoint.
     pub(crate) fn drain(&mut self) -> Batch {
-        let mut batch = std::mem::take(&mut self.pending);
-        batch.case_offsets = self.case_index.drain();
+        let mut batch = Batch::default();
+        self.drain_into(&mut batch);
+        batch
+    }
+
+    /// [`Self::drain`] into the end of `batch` (the pending rows' vectors are kept for the
+    /// next ones).
+    pub(crate) fn drain_into(&mut self, batch: &mut Batch) {
+        batch.move_from(&mut self.pending);
+        batch.case_offsets.append(&mut self.case_index.drain());
+        self.payloads.trim();
         self.pending_bytes = 0;
         let changes = self.engine.take_changes();
         let rules = self.engine.rules().clone();
         batch.add_changes(&changes, self.engine.syms(), &rules, &self.origin);
-        batch.snapshots = self.snapshot_if_due();
+        batch.snapshots.append(&mut self.snapshot_if_due());
         batch.checkpoints.push(CheckpointRecord {
             topic: self.origin.topic.clone(),
             partition: self.origin.partition,
@@ -258,7 +267,6 @@ impl PartitionProcessor {
             snapshot_offset: self.snapshot.offset,
         });
         self.checkpoint = self.next_offset;
-        batch
     }
 
     /// The rows of a snapshot of the engine as drained (nothing pending), when one is due;

@@ -22,7 +22,7 @@ use crate::alerts::deliver::Dispatcher;
 use crate::config::Config;
 use crate::core::engine::Engine;
 use crate::metrics::Metrics;
-use crate::sinks::clickhouse::rows::{Batch, Origin};
+use crate::sinks::clickhouse::rows::Origin;
 
 /// Locks the shared state. A thread that panicked while holding it has already reported the
 /// panic; the state itself is consistent between steps, so it is used as it is.
@@ -85,13 +85,13 @@ impl Shared {
     /// in flight (if any) has landed.
     pub(crate) fn start_flush(&mut self, only: Option<&[i32]>) -> anyhow::Result<()> {
         self.finish_flush()?;
-        let mut batch = Batch::default();
+        let mut batch = self.flush.take_spare();
         let mut offsets = Vec::new();
         for (&partition, p) in self.processors.iter_mut() {
             if only.is_some_and(|o| !o.contains(&partition)) {
                 continue;
             }
-            batch.merge(p.drain());
+            p.drain_into(&mut batch);
             offsets.push((partition, p.next_offset as i64));
         }
         if batch.rows() == batch.checkpoints.len()

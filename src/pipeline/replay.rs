@@ -9,7 +9,7 @@ use anyhow::Context as _;
 
 use super::flush::FlushPipeline;
 use super::snapshots::SnapshotPolicy;
-use super::{rebuild, Handled};
+use super::{rebuild, Handled, PartitionProcessor};
 use crate::config::Config;
 use crate::core::calendar::Instant;
 use crate::replay::NdjsonLines;
@@ -79,14 +79,22 @@ pub(crate) fn replay_file(
             Handled::DeadLetter(_) => done.dead_letters += 1,
         }
         if p.pending_events() >= cfg.pipeline.batch_events {
-            flush.start(p.drain(), Vec::new())?;
+            start_flush(&mut flush, &mut p)?;
         }
     }
     flush.finish()?;
     if let Some(t) = as_of {
         p.engine.advance_to(t);
     }
-    flush.start(p.drain(), Vec::new())?;
+    start_flush(&mut flush, &mut p)?;
     flush.finish()?;
     Ok(done)
+}
+
+/// Drains `p` into the spare batch and starts writing it.
+fn start_flush(flush: &mut FlushPipeline, p: &mut PartitionProcessor) -> anyhow::Result<()> {
+    let mut batch = flush.take_spare();
+    p.drain_into(&mut batch);
+    flush.start(batch, Vec::new())?;
+    Ok(())
 }

@@ -104,24 +104,62 @@ impl<'de> Deserialize<'de> for Payload {
 }
 
 /// Copies payloads one after another into shared blocks of [`Self::BLOCK`] bytes (more for a
-/// larger payload); a block is freed when the last row pointing into it is dropped.
+/// larger payload). A filled block is kept, and used again once every payload in it has been
+/// dropped (its batch written): on a backlog, freed blocks would otherwise go back to the
+/// kernel with the allocator's heaps and fault in again page by page.
 #[derive(Debug, Default)]
 pub(crate) struct PayloadArena {
     block: bytes::BytesMut,
+    /// Filled blocks, oldest first (their payloads are dropped in about that order).
+    filled: std::collections::VecDeque<bytes::BytesMut>,
+    /// Blocks started since the last [`Self::trim`].
+    started: usize,
 }
 
 impl PayloadArena {
-    /// A block's size: below the allocator's mmap threshold (`allocator.rs`), so freed blocks
-    /// are reused from the heap without page faults.
+    /// A block's size: below the allocator's mmap threshold (`allocator.rs`).
     const BLOCK: usize = 1 << 20;
 
     /// `text`, copied into the current block.
     pub(crate) fn copy(&mut self, text: &str) -> Payload {
         if self.block.capacity() - self.block.len() < text.len() {
-            self.block = bytes::BytesMut::with_capacity(Self::BLOCK.max(text.len()));
+            self.next_block(text.len());
         }
         self.block.extend_from_slice(text.as_bytes());
         Payload(self.block.split().freeze())
+    }
+
+    /// Starts a block with room for `len` bytes: the oldest filled block when all its
+    /// payloads are gone, else a new one.
+    fn next_block(&mut self, len: usize) {
+        let full = std::mem::take(&mut self.block);
+        if full.capacity() > 0 {
+            self.filled.push_back(full);
+        }
+        self.started += 1;
+        if let Some(oldest) = self.filled.front_mut() {
+            if len <= Self::BLOCK && oldest.try_reclaim(Self::BLOCK) {
+                self.block = self.filled.pop_front().unwrap_or_default();
+                return;
+            }
+        }
+        self.block = bytes::BytesMut::with_capacity(Self::BLOCK.max(len));
+    }
+
+    /// Keeps at most as many filled blocks as were started since the last call (and two):
+    /// called once per flush, so what is kept follows what a flush needs.
+    pub(crate) fn trim(&mut self) {
+        let keep = self.started + 2;
+        while self.filled.len() > keep {
+            self.filled.pop_front();
+        }
+        self.started = 0;
+    }
+
+    /// Blocks held: the current one and the filled ones.
+    #[cfg(test)]
+    fn blocks(&self) -> usize {
+        usize::from(self.block.capacity() > 0) + self.filled.len()
     }
 }
 
@@ -698,11 +736,19 @@ macro_rules! batch {
         }
 
         impl Batch {
-            /// Appends another batch's rows (checkpoints included); a table's rows are moved,
-            /// not copied, when this batch has none of it yet.
-            pub(crate) fn merge(&mut self, b: Batch) {
-                $(append(&mut self.$field, b.$field);)*
-                append(&mut self.$last, b.$last);
+            /// Moves another batch's rows (checkpoints included) to the end of this one's;
+            /// the other keeps its vectors for its next rows (see [`Self::recycle`]).
+            pub(crate) fn move_from(&mut self, b: &mut Batch) {
+                $(move_rows(&mut self.$field, &mut b.$field);)*
+                move_rows(&mut self.$last, &mut b.$last);
+            }
+
+            /// Drops the rows and keeps the vectors for the next batch (with room for as
+            /// many rows as they held, so one backlog does not hold memory for good): a fresh
+            /// vector of a batch's size faults in page by page, a kept one does not.
+            pub(crate) fn recycle(&mut self) {
+                $(recycle(&mut self.$field);)*
+                recycle(&mut self.$last);
             }
 
             /// Rows in the batch.
@@ -730,13 +776,18 @@ macro_rules! batch {
 
 crate::batch_tables!(batch);
 
-/// `rows` appended to `to`: moved when `to` is empty.
-fn append<T>(to: &mut Vec<T>, rows: Vec<T>) {
-    if to.is_empty() {
-        *to = rows;
-    } else {
-        to.extend(rows);
-    }
+/// `rows` emptied, keeping room for as many rows as it held.
+fn recycle<T>(rows: &mut Vec<T>) {
+    let held = rows.len();
+    rows.clear();
+    rows.shrink_to(held);
+}
+
+/// `from`'s rows moved to the end of `to`; `from` is recycled.
+fn move_rows<T>(to: &mut Vec<T>, from: &mut Vec<T>) {
+    let held = from.len();
+    to.append(from);
+    from.shrink_to(held);
 }
 
 impl Batch {
@@ -865,6 +916,62 @@ mod tests {
         for (text, payload) in texts.iter().step_by(7).zip(&kept) {
             assert_eq!(payload.as_bytes(), text.as_bytes());
         }
+    }
+
+    #[test]
+    fn blocks_are_used_again_once_their_payloads_are_dropped() {
+        let mut arena = PayloadArena::default();
+        let text = "x".repeat(1000);
+        // Three blocks' worth, written and dropped as a flush would.
+        let batch: Vec<Payload> = (0..3 * 1048).map(|_| arena.copy(&text)).collect();
+        let first = batch[0].0.as_ptr();
+        assert_eq!(arena.blocks(), 3);
+        drop(batch);
+        let again: Vec<Payload> = (0..1048).map(|_| arena.copy(&text)).collect();
+        assert_eq!(again[0].0.as_ptr(), first, "the first block, used again");
+        assert_eq!(arena.blocks(), 3, "no new block");
+        assert!(again.iter().all(|p| p.as_bytes() == text.as_bytes()));
+        // A block still referred to is not reused.
+        let kept: Vec<Payload> = (0..3 * 1048).map(|_| arena.copy(&text)).collect();
+        assert!(arena.blocks() > 3);
+        assert!(again.iter().all(|p| p.as_bytes() == text.as_bytes()));
+        drop(kept);
+        // Trimming keeps what a flush needs.
+        arena.trim();
+        arena.trim();
+        assert!(arena.blocks() <= 3, "{}", arena.blocks());
+    }
+
+    #[test]
+    fn moved_and_recycled_batches_keep_their_vectors_for_as_many_rows() {
+        let checkpoint = |partition: u32| CheckpointRecord {
+            topic: "t".into(),
+            partition,
+            next_offset: 1,
+            engine_time: 0,
+            version: 0,
+            epoch: 0,
+            snapshot_epoch: 0,
+            snapshot_offset: 0,
+        };
+        let mut pending = Batch::default();
+        pending.checkpoints.extend((0..100).map(checkpoint));
+        let mut batch = Batch::default();
+        batch.checkpoints.push(checkpoint(7));
+        batch.move_from(&mut pending);
+        assert_eq!(batch.checkpoints.len(), 101);
+        assert_eq!(batch.checkpoints[0].partition, 7, "appended after its rows");
+        assert!(pending.checkpoints.is_empty());
+        assert_eq!(pending.checkpoints.capacity(), 100);
+        batch.recycle();
+        assert!(batch.checkpoints.is_empty());
+        assert_eq!(batch.checkpoints.capacity(), 101);
+        batch.recycle();
+        assert_eq!(
+            batch.checkpoints.capacity(),
+            0,
+            "nothing held, nothing kept"
+        );
     }
 
     #[test]
