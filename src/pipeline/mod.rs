@@ -182,7 +182,6 @@ impl PartitionProcessor {
                 self.case_index.add(
                     (self.engine.last_applied(), self.engine.stats().evicted),
                     &event.case_id,
-                    &self.origin,
                     offset,
                 );
                 self.pending.events.push(EventRecord::new(
@@ -249,7 +248,9 @@ impl PartitionProcessor {
     /// next ones).
     pub(crate) fn drain_into(&mut self, batch: &mut Batch) {
         batch.move_from(&mut self.pending);
-        batch.case_offsets.append(&mut self.case_index.drain());
+        batch
+            .case_offsets
+            .append(&mut self.case_index.drain(&self.origin));
         self.payloads.trim();
         self.pending_bytes = 0;
         let changes = self.engine.take_changes();

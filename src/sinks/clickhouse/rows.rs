@@ -519,7 +519,7 @@ pub(crate) struct CaseOffsetsRecord {
 
 /// A row's offsets: a range of one list shared by all rows of a flush, so a flush's index costs
 /// one allocation, not one per case (the runtime's threads drop written rows; see [`Payload`]).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct OffsetList {
     all: std::sync::Arc<[u64]>,
     range: std::ops::Range<usize>,
@@ -543,7 +543,8 @@ impl Serialize for OffsetList {
 /// applied event finds the case's row without a second lookup by id.
 #[derive(Debug, Default)]
 pub(crate) struct CaseIndex {
-    rows: Vec<CaseOffsetsRecord>,
+    /// Per row of the flush: its case id, first offset and engine slot.
+    rows: Vec<(Text, u64, u32)>,
     /// Per applied event: its row and offset (the rows' lists are laid out at `drain`).
     entries: Vec<(u32, u64)>,
     /// By case slot: 1 + the index of the slot's row in the flush, 0 for none.
@@ -556,13 +557,7 @@ impl CaseIndex {
     /// Adds the event at `offset` of case `case_id`, in engine slot `case` as of the engine's
     /// `evictions` count (after an eviction a slot may hold another case: the slots are
     /// forgotten, and a case seen again in the flush gets a second row).
-    pub(crate) fn add(
-        &mut self,
-        (case, evictions): (CaseRef, u64),
-        case_id: &Text,
-        origin: &Origin,
-        offset: u64,
-    ) {
+    pub(crate) fn add(&mut self, (case, evictions): (CaseRef, u64), case_id: &Text, offset: u64) {
         if evictions != self.evictions {
             self.row_of_slot.fill(0);
             self.evictions = evictions;
@@ -573,26 +568,19 @@ impl CaseIndex {
         }
         let row = match self.row_of_slot[slot] {
             0 => {
-                self.rows.push(CaseOffsetsRecord {
-                    case_id: case_id.clone(),
-                    topic: Text::new(&origin.topic),
-                    partition: origin.partition,
-                    first_offset: offset,
-                    offsets: OffsetList::default(),
-                    version: 0,
-                });
+                self.rows.push((case_id.clone(), offset, case.0));
                 self.row_of_slot[slot] = self.rows.len() as u32;
                 self.rows.len() - 1
             }
             known => known as usize - 1,
         };
-        debug_assert_eq!(self.rows[row].case_id, *case_id);
+        debug_assert_eq!(self.rows[row].0, *case_id);
         self.entries.push((row as u32, offset));
     }
 
-    /// The rows of the events added since the last drain, each with its offsets; the next
-    /// flush starts new rows.
-    pub(crate) fn drain(&mut self) -> Vec<CaseOffsetsRecord> {
+    /// The rows of the events added since the last drain, each with its offsets, for
+    /// `origin`; the next flush starts new rows.
+    pub(crate) fn drain(&mut self, origin: &Origin) -> Vec<CaseOffsetsRecord> {
         // Row i's offsets are all[starts[i]..starts[i + 1]], in the order they were added.
         let mut starts = vec![0usize; self.rows.len() + 1];
         for &(row, _) in &self.entries {
@@ -609,15 +597,28 @@ impl CaseIndex {
             *at += 1;
         }
         let all: std::sync::Arc<[u64]> = all.into();
-        let mut rows = std::mem::take(&mut self.rows);
-        for (row, range) in rows.iter_mut().zip(starts.windows(2)) {
-            row.offsets = OffsetList {
-                all: all.clone(),
-                range: range[0]..range[1],
-            };
-        }
+        let topic = Text::new(&origin.topic);
+        let rows = self
+            .rows
+            .drain(..)
+            .zip(starts.windows(2))
+            .map(|((case_id, first_offset, slot), range)| {
+                // Only the slots of this flush's rows are cleared, not the whole table.
+                self.row_of_slot[slot as usize] = 0;
+                CaseOffsetsRecord {
+                    case_id,
+                    topic: topic.clone(),
+                    partition: origin.partition,
+                    first_offset,
+                    offsets: OffsetList {
+                        all: all.clone(),
+                        range: range[0]..range[1],
+                    },
+                    version: 0,
+                }
+            })
+            .collect();
         self.entries.clear();
-        self.row_of_slot.fill(0);
         rows
     }
 }
@@ -995,12 +996,7 @@ mod tests {
         };
         let mut index = CaseIndex::default();
         let mut add = |slot: u32, evictions: u64, case: &str, offset: u64| {
-            index.add(
-                (CaseRef(slot), evictions),
-                &Text::new(case),
-                &origin,
-                offset,
-            )
+            index.add((CaseRef(slot), evictions), &Text::new(case), offset)
         };
         add(5, 0, "A", 3);
         add(0, 0, "B", 4);
@@ -1010,7 +1006,7 @@ mod tests {
         add(5, 1, "C", 8);
         add(0, 1, "B", 9);
         add(5, 1, "C", 10);
-        let rows = index.drain();
+        let rows = index.drain(&origin);
         let got: Vec<(&str, u32, u64, &[u64])> = rows
             .iter()
             .map(|r| {
@@ -1029,11 +1025,15 @@ mod tests {
         );
         assert_eq!(as_csv(&rows[2].offsets), "8,10\n", "a sequence");
         // The next flush starts new rows.
-        index.add((CaseRef(5), 1), &Text::new("C"), &origin, 12);
-        let next = index.drain();
-        assert_eq!(next.len(), 1);
-        assert_eq!(next[0].offsets.as_slice(), &[12]);
-        assert!(index.drain().is_empty());
+        index.add((CaseRef(5), 1), &Text::new("C"), 12);
+        index.add((CaseRef(0), 1), &Text::new("D"), 13);
+        let next = index.drain(&origin);
+        let got: Vec<(&str, &[u64])> = next
+            .iter()
+            .map(|r| (r.case_id.as_str(), r.offsets.as_slice()))
+            .collect();
+        assert_eq!(got, vec![("C", &[12][..]), ("D", &[13][..])]);
+        assert!(index.drain(&origin).is_empty());
     }
 
     fn as_csv<T: Serialize>(value: &T) -> String {
