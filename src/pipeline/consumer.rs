@@ -658,11 +658,7 @@ struct Pending {
 /// backlog delivers no cards (SPEC §5), so its batches may grow `catch_up_batch_scale` times:
 /// fewer, larger inserts cost ClickHouse less per event.
 fn flush_due(p: &Pending, pipeline: &PipelineConfig) -> bool {
-    let scale = if p.backlog {
-        pipeline.catch_up_batch_scale.max(1)
-    } else {
-        1
-    };
+    let scale = batch_scale(p, pipeline);
     let period = Duration::from_millis(pipeline.batch_millis);
     p.events >= pipeline.batch_events * scale
         || p.bytes >= pipeline.batch_bytes * scale
@@ -670,15 +666,21 @@ fn flush_due(p: &Pending, pipeline: &PipelineConfig) -> bool {
         || p.since >= period * 4
 }
 
+/// How many times the live batch limits a batch may grow: `catch_up_batch_scale` on a
+/// backlog, else 1.
+fn batch_scale(p: &Pending, pipeline: &PipelineConfig) -> usize {
+    if p.backlog {
+        pipeline.catch_up_batch_scale.max(1)
+    } else {
+        1
+    }
+}
+
 /// Whether a due flush may wait for the write in flight to land instead of waiting for it
 /// here: the loop goes on reading meanwhile, up to twice the batch limits, and flushes once it
 /// has landed (the next write starts then either way, and the consumer thread does not idle).
 fn may_wait_for_landing(p: &Pending, pipeline: &PipelineConfig) -> bool {
-    let scale = if p.backlog {
-        pipeline.catch_up_batch_scale.max(1)
-    } else {
-        1
-    };
+    let scale = batch_scale(p, pipeline);
     p.events < 2 * pipeline.batch_events * scale && p.bytes < 2 * pipeline.batch_bytes * scale
 }
 
